@@ -1,0 +1,267 @@
+// Package repo is a node's on-disk state: its config, its keys (or the TPM
+// blobs that stand for them) and its writecap. The layout and the config
+// format are specified in docs/repo.md.
+//
+//	<repo>/config.json     versioned config (written last by Init)
+//	<repo>/keys/node.key   node key, software custody (0600)
+//	<repo>/keys/node.tpm   node key, TPM custody (blob; the key stays in the TPM)
+//	<repo>/keys/root.key   root key, software, sealed under a passphrase
+//	<repo>/keys/root.tpm   root key in the TPM
+//	<repo>/writecap        the node's writecap (CBOR, docs/writecap.md)
+//
+// A Repo value is read-only after Open and safe for concurrent use; Init and
+// the key import write files atomically and durably.
+package repo
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/internal/atomicfile"
+	"blocktree.dev/bt/paths"
+	"blocktree.dev/bt/tpm"
+)
+
+// Version is the repo format version this build writes and reads.
+const Version = 1
+
+// File names inside a repo.
+const (
+	ConfigFile   = "config.json"
+	KeysDir      = "keys"
+	WritecapFile = "writecap"
+	nodeKeyFile  = "keys/node.key"
+	nodeTPMFile  = "keys/node.tpm"
+	rootKeyFile  = "keys/root.key"
+	rootTPMFile  = "keys/root.tpm"
+)
+
+// Errors callers branch on.
+var (
+	ErrNoRepo         = errors.New("no blocktree repo")
+	ErrExists         = errors.New("a blocktree repo already exists")
+	ErrUnknownVersion = errors.New("repo has an unknown format version")
+	ErrBadConfig      = errors.New("invalid repo config")
+	ErrNoRootKey      = errors.New("this node does not hold the root key")
+	ErrWrongRoot      = errors.New("key is not this domain's root key")
+	ErrLocked         = errors.New("a bt daemon is running for this repo")
+)
+
+// LockFile is the daemon's lock in the repo.
+const LockFile = "daemon.lock"
+
+// Lock takes the repo's daemon lock (an flock, released when the process
+// dies) and returns its release. A held lock gives ErrLocked.
+func Lock(dir string) (func(), error) {
+	path := filepath.Join(dir, LockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("repo: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (lock %s): stop it first, or use another --repo", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("repo: lock: %w", err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// Custody names where a key lives, as the config records it.
+type Custody string
+
+const (
+	CustodySoftware Custody = "software"
+	CustodyTPM      Custody = "tpm"
+	CustodyNone     Custody = "none" // the root key of a joined node: held elsewhere
+)
+
+// Config is the repo's config file, version 1.
+type Config struct {
+	Version int `json:"version"`
+	// Name is the node's name: the last component of its path.
+	Name string `json:"name"`
+	// Root is the domain's root principal.
+	Root paths.ID `json:"root"`
+	// Node is this node's path, /<root>/<name>.
+	Node paths.Path `json:"node"`
+	// NodeID is the node key's principal ID.
+	NodeID paths.ID `json:"node_id"`
+	// NodeKey is where the node key lives.
+	NodeKey Custody `json:"node_key"`
+	// RootKey is where the root key lives, or "none" when the node does
+	// not hold it.
+	RootKey Custody `json:"root_key"`
+	// TPM is the TPM that holds the TPM-custody keys ("/dev/tpmrm0",
+	// "tcp:127.0.0.1:2321"); empty when no key is in a TPM.
+	TPM string `json:"tpm,omitempty"`
+	// Listen are the daemon's listen addresses (multiaddrs); empty for the
+	// defaults. `bt daemon --listen` overrides them.
+	Listen []string `json:"listen,omitempty"`
+	// Bootstrap are peers the daemon connects to on start (multiaddrs
+	// ending in /p2p/<peer-id>); `bt join` writes the inviter's.
+	Bootstrap []string `json:"bootstrap,omitempty"`
+}
+
+// Validate checks c and fills defaults. It refuses an unknown version
+// (ErrUnknownVersion) and any inconsistency (ErrBadConfig).
+func (c *Config) Validate() error {
+	if c.Version != Version {
+		return fmt.Errorf("%w: version %d, this bt reads version %d (use a bt release that knows it)", ErrUnknownVersion, c.Version, Version)
+	}
+	bad := func(f string, a ...any) error { return fmt.Errorf("%w: %s", ErrBadConfig, fmt.Sprintf(f, a...)) }
+	if err := paths.ValidComponent(c.Name); err != nil {
+		return bad("name: %v", err)
+	}
+	if _, err := paths.ParseID(string(c.Root)); err != nil {
+		return bad("root: %v", err)
+	}
+	if _, err := paths.ParseID(string(c.NodeID)); err != nil {
+		return bad("node_id: %v", err)
+	}
+	want, err := paths.New(c.Root, c.Name)
+	if err != nil || c.Node != want {
+		return bad("node path %q is not /<root>/<name> (%s)", c.Node, want)
+	}
+	switch c.NodeKey {
+	case CustodySoftware, CustodyTPM:
+	default:
+		return bad("node_key %q: want software or tpm", c.NodeKey)
+	}
+	switch c.RootKey {
+	case CustodySoftware, CustodyTPM, CustodyNone:
+	case "":
+		c.RootKey = CustodyNone
+	default:
+		return bad("root_key %q: want software, tpm or none", c.RootKey)
+	}
+	for _, a := range c.Listen {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return bad("listen %q: %v", a, err)
+		}
+	}
+	for _, a := range c.Bootstrap {
+		if _, err := peer.AddrInfoFromString(a); err != nil {
+			return bad("bootstrap %q: want a multiaddr ending in /p2p/<peer-id>: %v", a, err)
+		}
+	}
+	usesTPM := c.NodeKey == CustodyTPM || c.RootKey == CustodyTPM
+	if usesTPM {
+		d, err := tpm.ParseDevice(c.TPM)
+		if err != nil || d.Auto || d.None {
+			return bad("tpm %q: a key is in a TPM, so name it: a device path or tcp:HOST:PORT", c.TPM)
+		}
+	} else if c.TPM != "" {
+		return bad("tpm %q is set but no key is in a TPM", c.TPM)
+	}
+	return nil
+}
+
+// Repo is an opened repo.
+type Repo struct {
+	Dir    string
+	Config Config
+}
+
+// DefaultDir is $BT_REPO, or ~/.blocktree.
+func DefaultDir() (string, error) {
+	if d := os.Getenv("BT_REPO"); d != "" {
+		return d, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("repo: no home directory (%v): pass --repo or set BT_REPO", err)
+	}
+	return filepath.Join(home, ".blocktree"), nil
+}
+
+// Exists reports whether dir holds a repo (a config file).
+func Exists(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, ConfigFile))
+	return err == nil
+}
+
+// Open reads the repo at dir. Errors wrap ErrNoRepo, ErrUnknownVersion or
+// ErrBadConfig.
+func Open(dir string) (*Repo, error) {
+	data, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w at %s: run `bt init --name NAME` to create one, or pass --repo", ErrNoRepo, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("repo: %w", err)
+	}
+	c, err := decodeConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("repo %s: %w", dir, err)
+	}
+	return &Repo{Dir: dir, Config: c}, nil
+}
+
+func decodeConfig(data []byte) (Config, error) {
+	var probe struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return Config{}, fmt.Errorf("%w: %s: %v", ErrBadConfig, ConfigFile, err)
+	}
+	if probe.Version != Version {
+		return Config{}, fmt.Errorf("%w: version %d, this bt reads version %d (use a bt release that knows it)", ErrUnknownVersion, probe.Version, Version)
+	}
+	var c Config
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("%w: %s: %v", ErrBadConfig, ConfigFile, err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func (r *Repo) path(name string) string { return filepath.Join(r.Dir, name) }
+
+// Writecap reads the node's writecap.
+func (r *Repo) Writecap() (*caps.Writecap, error) {
+	data, err := os.ReadFile(r.path(WritecapFile))
+	if err != nil {
+		return nil, fmt.Errorf("repo: writecap: %w", err)
+	}
+	w, err := caps.Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("repo: %s: %w", r.path(WritecapFile), err)
+	}
+	return w, nil
+}
+
+// SaveWritecap replaces the node's writecap, after checking that it is held
+// by the node and covers the node's path now.
+func (r *Repo) SaveWritecap(w *caps.Writecap) error {
+	if err := caps.NewVerifier().VerifyHolder(w, r.Config.NodeID, r.Config.Node); err != nil {
+		return fmt.Errorf("repo: refusing writecap: %w", err)
+	}
+	return atomicfile.Write(r.path(WritecapFile), w.Marshal(), 0o600)
+}
+
+func writeConfig(dir string, c Config) error {
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(dir, ConfigFile), append(data, '\n'), 0o600)
+}
+
+// DefaultWritecapTTL is how long the writecap Init issues to the node lasts.
+const DefaultWritecapTTL = 365 * 24 * time.Hour
