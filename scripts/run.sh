@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main job in one command: install what is missing, build bt, create a
-# repo with sensible defaults if there is none, and show the node's identity.
+# repo with sensible defaults if there is none, show the node's identity,
+# and run the node's daemon in the foreground (Ctrl-C stops it).
 #
 #   BT_REPO     repo directory (default ~/.blocktree)
 #   BT_NAME     node name for a new repo (default: this host's name)
+#   extra arguments go to `bt daemon` (e.g. --listen, --bootstrap, --no-mdns)
 #   BT_PASSPHRASE  passphrase for a new root key; without it bt asks on a
 #               terminal, and elsewhere stores the root key unsealed (warned)
 set -euo pipefail
@@ -26,3 +28,4 @@ if [ ! -f "$repo/config.json" ]; then
 	"$bt" --log-level info "${args[@]}" >/dev/null
 fi
 "$bt" id
+exec "$bt" --log-level "${BT_LOG_LEVEL:-info}" daemon "$@"

@@ -8,6 +8,7 @@ need=()
 command -v swtpm >/dev/null 2>&1 || need+=(swtpm)
 command -v swtpm_setup >/dev/null 2>&1 || need+=(swtpm-tools)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if ! command -v go >/dev/null 2>&1; then
 	echo "setup: Go is not installed; install Go 1.26 or newer from your distribution or go.dev" >&2
 	exit 1

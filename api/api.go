@@ -1,0 +1,121 @@
+// Package api is the contract between the bt daemon and its clients: HTTP
+// with JSON bodies over a unix socket in the repo (mode 0600, so only the
+// daemon's user can reach it). Endpoints, bodies and errors are specified in
+// docs/api.md; this file holds the types, and Client speaks it.
+//
+// Errors cross the boundary as one typed error with a fixed list of kinds
+// (Error, Kind), so the CLI can map them to exit codes and advice.
+package api
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"blocktree.dev/bt/tpm"
+)
+
+// SocketName is the API socket's file name in the repo.
+const SocketName = "api.sock"
+
+// Kind classifies an API error.
+type Kind string
+
+const (
+	KindInvalid     Kind = "invalid"     // the request is malformed or an argument is bad
+	KindNotFound    Kind = "not-found"   // no such path or record
+	KindUnreachable Kind = "unreachable" // the peer or network could not be reached in time
+	KindDenied      Kind = "denied"      // a capability check failed
+	KindExists      Kind = "exists"      // the thing exists already (e.g. a name in use)
+	KindUnavailable Kind = "unavailable" // the daemon cannot do this now (e.g. shutting down)
+	KindInternal    Kind = "internal"    // a bug or an unexpected failure
+)
+
+// Error is an error from the daemon.
+type Error struct {
+	Kind    Kind   `json:"kind"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf returns an *Error of kind k.
+func Errorf(k Kind, format string, a ...any) *Error {
+	return &Error{Kind: k, Message: fmt.Sprintf(format, a...)}
+}
+
+// KindOf returns the kind of err, KindInternal for a non-API error.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return KindInternal
+}
+
+// ErrNoDaemon: nothing answers on the repo's socket.
+var ErrNoDaemon = errors.New("no bt daemon is running for this repo")
+
+// Status is GET /v1/status.
+type Status struct {
+	Path         string    `json:"path"`
+	PeerID       string    `json:"peer_id"`
+	NodeID       string    `json:"node_id"`
+	Addrs        []string  `json:"addrs"`
+	Custody      tpm.Info  `json:"custody"`
+	RoutingTable int       `json:"routing_table"`
+	Peers        int       `json:"peers"`
+	Started      time.Time `json:"started"`
+	Uptime       string    `json:"uptime"`
+	RecordExpiry time.Time `json:"record_expiry"`
+}
+
+// Peer is one connected peer in GET /v1/peers.
+type Peer struct {
+	PeerID   string   `json:"peer_id"`
+	Addrs    []string `json:"addrs"`
+	Path     string   `json:"path,omitempty"` // verified path; empty when unverified
+	Verified bool     `json:"verified"`
+	// Unverified says why a peer has no verified path.
+	Unverified string `json:"unverified,omitempty"`
+}
+
+// Resolution is GET /v1/resolve?path=P.
+type Resolution struct {
+	Path      string    `json:"path"`
+	PeerID    string    `json:"peer_id"`
+	Addrs     []string  `json:"addrs"`
+	Expiry    time.Time `json:"expiry"`
+	Seq       uint64    `json:"seq"`
+	FromCache bool      `json:"from_cache"`
+}
+
+// PingRequest is POST /v1/ping.
+type PingRequest struct {
+	Path    string `json:"path"`
+	Timeout string `json:"timeout,omitempty"` // Go duration; default 10s
+}
+
+// PingResult answers a PingRequest.
+type PingResult struct {
+	Path   string  `json:"path"`
+	PeerID string  `json:"peer_id"`
+	RTTms  float64 `json:"rtt_ms"`
+}
+
+// InviteRequest is POST /v1/invites: `bt invite` has opened the root key and
+// hands the daemon a one-shot delegate key and the root's grant to it.
+type InviteRequest struct {
+	Name     string    `json:"name"`
+	Delegate []byte    `json:"delegate"` // software key file (docs/keys.md), unsealed
+	Grant    []byte    `json:"grant"`    // writecap root → delegate for /<root>/<name>
+	Expiry   time.Time `json:"expiry"`
+}
+
+// InviteResult answers an InviteRequest.
+type InviteResult struct {
+	Name   string    `json:"name"`
+	Path   string    `json:"path"`
+	Token  string    `json:"token"`
+	Expiry time.Time `json:"expiry"`
+}

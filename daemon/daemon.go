@@ -1,0 +1,205 @@
+// Package daemon runs a Blocktree node: it locks the repo, proves the
+// node's identity with a fresh host key certified by the node key, runs the
+// libp2p side (package p2p), serves invitations, and answers the local API
+// (package api) on a unix socket in the repo.
+//
+// Lifecycle: Run blocks until its context ends or a fatal error, then shuts
+// down in reverse order: API, invitations, p2p, socket, lock. The node key
+// is used once at start (to certify the host key) and closed, so a TPM is
+// never on a hot path and stays free for `bt invite` and other clients.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/invite"
+	"blocktree.dev/bt/p2p"
+	"blocktree.dev/bt/repo"
+	"blocktree.dev/bt/tpm"
+)
+
+// Options configure a daemon beyond its repo.
+type Options struct {
+	// Listen overrides the repo's listen addresses; empty keeps them (or
+	// p2p's defaults).
+	Listen []ma.Multiaddr
+	// Bootstrap adds to the repo's bootstrap peers.
+	Bootstrap []peer.AddrInfo
+	MDNS      bool
+	NAT       bool
+	// Loopback relaxes what a cluster on one machine needs relaxed.
+	Loopback bool
+	// RecordTTL is the lifetime of the node's path record (p2p default).
+	RecordTTL time.Duration
+	// HostCertTTL is the lifetime of the host key's certificate (default
+	// 30 days; the daemon makes a new host key at every start).
+	HostCertTTL time.Duration
+	Log         *slog.Logger
+	// Ready is called once the daemon serves, with what it serves.
+	Ready func(Ready)
+}
+
+// Ready describes a daemon that serves.
+type Ready struct {
+	Path   string   `json:"path"`
+	PeerID string   `json:"peer_id"`
+	Addrs  []string `json:"addrs"`
+	Socket string   `json:"socket"`
+}
+
+// DefaultHostCertTTL is how long a host key's certificate lasts.
+const DefaultHostCertTTL = 30 * 24 * time.Hour
+
+// Run runs the node of repo r until ctx ends.
+func Run(ctx context.Context, r *repo.Repo, opts Options) error {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.HostCertTTL <= 0 {
+		opts.HostCertTTL = DefaultHostCertTTL
+	}
+	unlock, err := repo.Lock(r.Dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	id, custody, err := identity(ctx, r, opts.HostCertTTL)
+	if err != nil {
+		return err
+	}
+	cfg := p2p.Config{MDNS: opts.MDNS, NAT: opts.NAT, Loopback: opts.Loopback, RecordTTL: opts.RecordTTL,
+		Log: log}
+	if cfg.Listen = opts.Listen; len(cfg.Listen) == 0 {
+		for _, s := range r.Config.Listen {
+			a, err := ma.NewMultiaddr(s)
+			if err != nil {
+				return fmt.Errorf("daemon: repo listen address %q: %w", s, err)
+			}
+			cfg.Listen = append(cfg.Listen, a)
+		}
+	}
+	cfg.Bootstrap = append(cfg.Bootstrap, opts.Bootstrap...)
+	for _, s := range r.Config.Bootstrap {
+		ai, err := peer.AddrInfoFromString(s)
+		if err != nil {
+			return fmt.Errorf("daemon: repo bootstrap address %q: %w", s, err)
+		}
+		cfg.Bootstrap = append(cfg.Bootstrap, *ai)
+	}
+	node, err := p2p.New(ctx, id, cfg)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	defer node.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- node.Serve(ctx) }()
+
+	reg := invite.NewRegistry(r.Config.Root, nil)
+	invite.Serve(node.Host(), reg, func() []ma.Multiaddr { return bootstrapAddrs(node) }, log.With("subsystem", "invite"))
+
+	srv := &server{repo: r, node: node, invites: reg, custody: custody, started: time.Now(), log: log.With("subsystem", "api")}
+	sock := filepath.Join(r.Dir, api.SocketName)
+	ln, err := listenUnix(sock)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.routes(), ReadHeaderTimeout: 10 * time.Second}
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- hs.Serve(ln) }()
+	defer os.Remove(sock)
+
+	if opts.Ready != nil {
+		rd := Ready{Path: r.Config.Node.String(), PeerID: node.Host().ID().String(), Socket: sock}
+		for _, a := range node.Addrs() {
+			rd.Addrs = append(rd.Addrs, a.String())
+		}
+		opts.Ready(rd)
+	}
+	log.Info("serving", "path", r.Config.Node.String(), "peer", node.Host().ID())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		if err != nil && ctx.Err() == nil {
+			runErr = fmt.Errorf("daemon: p2p: %w", err)
+		}
+	case err := <-apiDone:
+		runErr = fmt.Errorf("daemon: api: %w", err)
+	}
+	log.Info("shutting down")
+	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = hs.Shutdown(shutCtx)
+	cancel()
+	if err := node.Close(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("daemon: closing p2p: %w", err)
+	}
+	return runErr
+}
+
+// identity opens the node key just long enough to certify a fresh host key.
+func identity(ctx context.Context, r *repo.Repo, ttl time.Duration) (*p2p.Identity, tpm.Info, error) {
+	w, err := r.Writecap()
+	if err != nil {
+		return nil, tpm.Info{}, err
+	}
+	if err := caps.NewVerifier().VerifyHolder(w, r.Config.NodeID, r.Config.Node); err != nil {
+		return nil, tpm.Info{}, fmt.Errorf("daemon: this node's writecap: %w (ask the domain's root for a new one)", err)
+	}
+	k, err := r.NodeKey(ctx)
+	if err != nil {
+		return nil, tpm.Info{}, err
+	}
+	defer k.Close()
+	id, err := p2p.NewIdentity(ctx, k, w, r.Config.Node, ttl)
+	if err != nil {
+		return nil, tpm.Info{}, fmt.Errorf("daemon: %w", err)
+	}
+	return id, k.Info(), nil
+}
+
+// bootstrapAddrs is what a joining machine is told to bootstrap from: this
+// node's addresses.
+func bootstrapAddrs(n *p2p.Node) []ma.Multiaddr { return n.Addrs() }
+
+// listenUnix listens on the API socket with mode 0600. A socket left by a
+// daemon that died is removed: holding the lock proves no daemon uses it.
+func listenUnix(sock string) (net.Listener, error) {
+	if len(sock) >= 104 {
+		return nil, fmt.Errorf("daemon: API socket path %s is %d bytes, over the unix socket limit: use a shorter --repo path", sock, len(sock))
+	}
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", sock)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: API socket: %w", err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	return ln, nil
+}
