@@ -155,6 +155,7 @@ type authTable struct {
 type connAuth struct {
 	done   bool
 	path   paths.Path
+	node   paths.ID // the node principal of the proof's host certificate
 	expiry time.Time
 	err    error
 }
@@ -197,7 +198,7 @@ func (t *authTable) removeConn(c network.Conn) {
 
 // set records the outcome of c's proof. An outcome for a connection that
 // has already closed is dropped.
-func (t *authTable) set(c network.Conn, path paths.Path, expiry time.Time, err error) {
+func (t *authTable) set(c network.Conn, path paths.Path, node paths.ID, expiry time.Time, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if c.IsClosed() {
@@ -207,7 +208,7 @@ func (t *authTable) set(c network.Conn, path paths.Path, expiry time.Time, err e
 	if t.peers[p] == nil {
 		t.peers[p] = make(map[network.Conn]*connAuth)
 	}
-	t.peers[p][c] = &connAuth{done: true, path: path, expiry: expiry, err: err}
+	t.peers[p][c] = &connAuth{done: true, path: path, node: node, expiry: expiry, err: err}
 	t.notifyLocked()
 }
 
@@ -356,7 +357,7 @@ func (n *Node) handleAuth(s network.Stream) {
 	data, err := readFrame(bufio.NewReaderSize(s, 512), MaxProofSize)
 	if err != nil {
 		err = fmt.Errorf("proof: %w: %v", caps.ErrMalformed, err)
-		n.auth.set(c, paths.Path{}, time.Time{}, err)
+		n.auth.set(c, paths.Path{}, "", time.Time{}, err)
 		log.Debug("auth: refused", "err", err)
 		s.Reset()
 		return
@@ -366,7 +367,7 @@ func (n *Node) handleAuth(s network.Stream) {
 		remote, _ = c.RemotePeer().ExtractPublicKey()
 	}
 	path, exp, err := verifyProof(n.validator.certs, n.verifier, remote, data, n.now())
-	n.auth.set(c, path, exp, err)
+	n.auth.set(c, path, proofNode(data, err), exp, err)
 	verdict := verdictAccepted
 	if err != nil {
 		log.Debug("auth: refused", "err", err)
