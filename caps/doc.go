@@ -1,6 +1,7 @@
 // Package caps holds Blocktree's capabilities: writecaps, which say who may
-// write where, and host certificates, which bind a node's libp2p identity to
-// its key in custody. (Readcaps, wrapped keys, arrive with the file system.)
+// write where; readcaps, symmetric keys wrapped to one reader's public key
+// (docs/readcap.md); and host certificates, which bind a node's libp2p
+// identity to its key in custody.
 //
 // # Model
 //
