@@ -1,0 +1,331 @@
+package pubsub
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/p2p"
+	"blocktree.dev/bt/paths"
+	"blocktree.dev/bt/tpm/softkey"
+)
+
+// Tests run in-process libp2p hosts listening on 127.0.0.1 only, with NAT
+// traversal and mDNS off. Set BT_TEST_LOG=1 to see debug logs.
+
+// testDomain is a root key and the writecaps it issues.
+type testDomain struct {
+	root   *softkey.Key
+	rootID paths.ID
+}
+
+func newTestDomain(t testing.TB) *testDomain {
+	t.Helper()
+	k := newKey(t)
+	return &testDomain{root: k, rootID: principalID(t, k.PublicKey())}
+}
+
+func newKey(t testing.TB) *softkey.Key {
+	t.Helper()
+	k, err := softkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func principalID(t testing.TB, pk crypto.PubKey) paths.ID {
+	t.Helper()
+	id, err := caps.PrincipalID(pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func (d *testDomain) path(t testing.TB, comps ...string) paths.Path {
+	t.Helper()
+	p, err := paths.New(d.rootID, comps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (d *testDomain) pattern(t testing.TB, rest string) paths.Pattern {
+	t.Helper()
+	pt, err := paths.ParsePattern("/" + string(d.rootID) + rest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pt
+}
+
+// grant has the root let holder write under prefix for the next day.
+func (d *testDomain) grant(t testing.TB, holder caps.Signer, prefix paths.Path) *caps.Writecap {
+	t.Helper()
+	now := time.Now()
+	w, err := caps.Issue(context.Background(), d.root, nil, principalID(t, holder.PublicKey()), prefix, now.Add(-time.Hour), now.Add(24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// member makes a node key, a writecap for /<root>/<name> and an identity.
+func (d *testDomain) member(t testing.TB, name string) (*p2p.Identity, *softkey.Key) {
+	t.Helper()
+	nk := newKey(t)
+	p := d.path(t, name)
+	id, err := p2p.NewIdentity(context.Background(), nk, d.grant(t, nk, p), p, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, nk
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("BT_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// testNode is one node of a test network: its p2p node, node key and
+// PubSub.
+type testNode struct {
+	name  string
+	node  *p2p.Node
+	id    *p2p.Identity
+	key   *softkey.Key
+	ps    *PubSub
+	decap atomic.Int64 // Decapsulate calls
+}
+
+func (n *testNode) path() paths.Path { return n.id.Path }
+
+// newTestNet starts one node per name in d, each with a PubSub (cfg,
+// completed with the node's key agreement), connects every pair directly
+// and waits until every node has verified every other's path. Everything
+// is closed at cleanup, PubSub before node.
+func newTestNet(t testing.TB, d *testDomain, cfg Config, names ...string) []*testNode {
+	t.Helper()
+	var nodes []*testNode
+	for _, name := range names {
+		id, key := d.member(t, name)
+		nodes = append(nodes, startTestNode(t, name, id, key, cfg))
+	}
+	connectAll(t, nodes)
+	return nodes
+}
+
+func startTestNode(t testing.TB, name string, id *p2p.Identity, key *softkey.Key, cfg Config) *testNode {
+	t.Helper()
+	n := &testNode{name: name, id: id, key: key}
+	node, err := p2p.New(context.Background(), id, p2p.Config{
+		Listen:    []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
+		Loopback:  true,
+		RecordTTL: time.Minute,
+		Log:       testLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.node = node
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- node.Serve(context.Background()) }()
+	if cfg.Log == nil {
+		cfg.Log = testLogger()
+	}
+	cfg.Decapsulate = func(ctx context.Context, eph *ecdh.PublicKey) ([]byte, error) {
+		n.decap.Add(1)
+		return key.ECDH(ctx, eph)
+	}
+	ps, err := New(context.Background(), node, id, cfg)
+	if err != nil {
+		node.Close()
+		t.Fatal(err)
+	}
+	n.ps = ps
+	var once sync.Once
+	t.Cleanup(func() {
+		once.Do(func() {
+			if err := ps.Close(); err != nil {
+				t.Errorf("close pubsub %s: %v", name, err)
+			}
+			if err := node.Close(); err != nil {
+				t.Errorf("close node %s: %v", name, err)
+			}
+			select {
+			case <-serveDone:
+			case <-time.After(10 * time.Second):
+				t.Errorf("serve %s did not return after Close", name)
+			}
+		})
+	})
+	return n
+}
+
+// connectAll connects every pair of nodes and waits until each has
+// verified the other's path.
+func connectAll(t testing.TB, nodes []*testNode) {
+	t.Helper()
+	ctx := ctxTimeout(t, 30*time.Second)
+	for i, a := range nodes {
+		for _, b := range nodes[i+1:] {
+			if err := a.node.Host().Connect(ctx, b.node.AddrInfo()); err != nil {
+				t.Fatalf("connect %s to %s: %v", a.name, b.name, err)
+			}
+		}
+	}
+	waitFor(t, 20*time.Second, "paths verified", func() bool {
+		for _, a := range nodes {
+			for _, b := range nodes {
+				if a == b {
+					continue
+				}
+				if p, ok := a.node.VerifiedPath(b.node.ID()); !ok || p != b.path() {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// waitFor polls cond every 20ms until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func subscribe(t testing.TB, n *testNode, pt paths.Pattern) *Subscription {
+	t.Helper()
+	s, err := n.ps.Subscribe(context.Background(), pt)
+	if err != nil {
+		t.Fatalf("%s subscribe %s: %v", n.name, pt, err)
+	}
+	t.Cleanup(s.Cancel)
+	return s
+}
+
+// probePrefix starts the payload of readiness probes, which recv skips.
+var probePrefix = []byte("\x00probe")
+
+// ready publishes probes from pub to topic (every 100ms, plain) until each
+// of subs has received one: then gossipsub's meshes for the topics
+// involved have formed. Probes still in flight are skipped by recv.
+func ready(t testing.TB, pub *testNode, topic paths.Path, subs ...*Subscription) {
+	t.Helper()
+	ctx := ctxTimeout(t, 30*time.Second)
+	got := make([]bool, len(subs))
+	for {
+		if err := pub.ps.Publish(ctx, topic, probePrefix); err != nil {
+			t.Fatalf("probe %s: %v", topic, err)
+		}
+		wait, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		for i, s := range subs {
+			for !got[i] {
+				m, err := s.Next(wait)
+				if err != nil {
+					break
+				}
+				got[i] = bytes.HasPrefix(m.Payload, probePrefix)
+			}
+		}
+		cancel()
+		all := true
+		for _, g := range got {
+			all = all && g
+		}
+		if all {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("probes to %s did not reach every subscriber: %v", topic, got)
+		}
+	}
+}
+
+// recv returns the next message that is not a probe, or fails the test
+// after d.
+func recv(t testing.TB, s *Subscription, d time.Duration) *Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for {
+		m, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("subscription %s: %v", s.Pattern(), err)
+		}
+		if !bytes.HasPrefix(m.Payload, probePrefix) {
+			return m
+		}
+	}
+}
+
+// quiet returns the non-probe messages that arrive within d: none, when
+// nothing more is expected.
+func quiet(s *Subscription, d time.Duration) []*Message {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var out []*Message
+	for {
+		m, err := s.Next(ctx)
+		if err != nil {
+			return out
+		}
+		if !bytes.HasPrefix(m.Payload, probePrefix) {
+			out = append(out, m)
+		}
+	}
+}
+
+func names(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("n%02d", i)
+	}
+	return out
+}
+
+func peerIDs(nodes ...*testNode) []peer.ID {
+	out := make([]peer.ID, len(nodes))
+	for i, n := range nodes {
+		out[i] = n.node.ID()
+	}
+	return out
+}
+
+// forgetPeerChecks makes the next Publish ask gossipsub afresh which
+// subtree topics have subscribers.
+func (ps *PubSub) forgetPeerChecks() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	clear(ps.peerChecks)
+}
