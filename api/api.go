@@ -119,3 +119,65 @@ type InviteResult struct {
 	Token  string    `json:"token"`
 	Expiry time.Time `json:"expiry"`
 }
+
+// KindRemote: the handler at the far end of a call failed; Message is its
+// error.
+const KindRemote Kind = "remote"
+
+// SendRequest is POST /v1/send: a message to a path, fire-and-forget, or a
+// call when Call is set.
+type SendRequest struct {
+	Path    string `json:"path"`
+	Payload []byte `json:"payload"`
+	Call    bool   `json:"call,omitempty"`
+	Timeout string `json:"timeout,omitempty"` // Go duration; default 10s
+}
+
+// CallResult answers a call.
+type CallResult struct {
+	Payload []byte `json:"payload"`
+}
+
+// ListenRequest is POST /v1/listen: host an endpoint at Path (this node's
+// path or under it) for as long as the request lasts. The answer is a
+// stream of JSON lines, Received values: first one with Event "listening",
+// then one with Event "message" per message.
+type ListenRequest struct {
+	Path string `json:"path"`
+	Echo bool   `json:"echo,omitempty"` // answer every call with its payload
+}
+
+// Received is one line of a /v1/listen stream.
+type Received struct {
+	Event   string `json:"event"` // "listening" or "message"
+	From    string `json:"from,omitempty"`
+	To      string `json:"to"`
+	Call    bool   `json:"call,omitempty"`
+	Payload []byte `json:"payload,omitempty"`
+}
+
+// PublishRequest is POST /v1/publish.
+type PublishRequest struct {
+	Topic   string `json:"topic"`
+	Payload []byte `json:"payload"`
+	// Readers, when set, make the message confidential: only the nodes at
+	// these paths can read it.
+	Readers []string `json:"readers,omitempty"`
+}
+
+// SubscribeRequest is POST /v1/subscribe; the answer is a stream of JSON
+// lines, Published values: first Event "subscribed", then "message"s.
+type SubscribeRequest struct {
+	Pattern string `json:"pattern"`
+}
+
+// Published is one line of a /v1/subscribe stream.
+type Published struct {
+	Event        string `json:"event"` // "subscribed" or "message"
+	Topic        string `json:"topic"`
+	From         string `json:"from,omitempty"`
+	Seq          uint64 `json:"seq,omitempty"`
+	Payload      []byte `json:"payload,omitempty"`
+	Confidential bool   `json:"confidential,omitempty"`
+	Readable     bool   `json:"readable"`
+}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -83,4 +84,54 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return fmt.Errorf("decoding the daemon's answer: %w", err)
 	}
 	return nil
+}
+
+// Stream sends a request whose answer is a stream of JSON lines and calls
+// each for every line until the stream ends, ctx ends or each returns an
+// error (which Stream returns).
+func (c *Client) Stream(ctx context.Context, path string, in any, each func(line []byte) error) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://bt"+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w (socket %s): start it with `bt daemon`", ErrNoDaemon, c.socket)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("talking to the daemon at %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var e struct {
+			Error *Error `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error != nil {
+			return e.Error
+		}
+		return Errorf(KindInternal, "daemon answered %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 128<<20)
+	for sc.Scan() {
+		if err := each(sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("the daemon's stream broke: %w", err)
+	}
+	return errors.New("the daemon ended the stream (did it stop?)")
 }

@@ -14,8 +14,10 @@ import (
 	"blocktree.dev/bt/api"
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/invite"
+	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
+	"blocktree.dev/bt/pubsub"
 	"blocktree.dev/bt/repo"
 	"blocktree.dev/bt/tpm"
 	"blocktree.dev/bt/tpm/softkey"
@@ -26,6 +28,9 @@ import (
 type server struct {
 	repo    *repo.Repo
 	node    *p2p.Node
+	msgs    *msg.Router
+	pubsub  *pubsub.PubSub
+	maxMsg  int64
 	invites *invite.Registry
 	custody tpm.Info
 	started time.Time
@@ -42,6 +47,11 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/resolve", s.handle(s.resolve))
 	mux.HandleFunc("POST /v1/ping", s.handle(s.ping))
 	mux.HandleFunc("POST /v1/invites", s.handle(s.invite))
+	// A payload travels base64 in JSON: 4/3 of its size, plus the envelope.
+	mux.HandleFunc("POST /v1/send", s.handleN(s.maxMsg/3*4+maxBody, s.send))
+	mux.HandleFunc("POST /v1/listen", s.listen)
+	mux.HandleFunc("POST /v1/publish", s.handleN(pubsub.DefaultMaxMessage/3*4+maxBody, s.publish))
+	mux.HandleFunc("POST /v1/subscribe", s.subscribe)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, api.Errorf(api.KindInvalid, "no endpoint %s %s (this daemon speaks docs/api.md v1)", r.Method, r.URL.Path))
 	})
@@ -50,8 +60,13 @@ func (s *server) routes() http.Handler {
 
 // handle adapts a handler that returns a value or an error.
 func (s *server) handle(f func(context.Context, *http.Request) (any, error)) http.HandlerFunc {
+	return s.handleN(maxBody, f)
+}
+
+// handleN is handle with a body limit of limit bytes.
+func (s *server) handleN(limit int64, f func(context.Context, *http.Request) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		v, err := f(r.Context(), r)
 		if err != nil {
 			var ae *api.Error

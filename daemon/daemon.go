@@ -11,6 +11,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,7 +28,9 @@ import (
 	"blocktree.dev/bt/api"
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/invite"
+	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/p2p"
+	"blocktree.dev/bt/pubsub"
 	"blocktree.dev/bt/repo"
 	"blocktree.dev/bt/tpm"
 )
@@ -45,6 +48,8 @@ type Options struct {
 	Loopback bool
 	// RecordTTL is the lifetime of the node's path record (p2p default).
 	RecordTTL time.Duration
+	// MaxMessage bounds one message sent or received (msg default, 64 MiB).
+	MaxMessage int64
 	// HostCertTTL is the lifetime of the host key's certificate (default
 	// 30 days; the daemon makes a new host key at every start).
 	HostCertTTL time.Duration
@@ -116,13 +121,32 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	reg := invite.NewRegistry(r.Config.Root, nil)
 	invite.Serve(node.Host(), reg, func() []ma.Multiaddr { return bootstrapAddrs(node) }, log.With("subsystem", "invite"))
 
-	srv := &server{repo: r, node: node, invites: reg, custody: custody, started: time.Now(), log: log.With("subsystem", "api")}
+	router, err := msg.New(node, msg.Config{MaxMessage: opts.MaxMessage, Log: log.With("subsystem", "msg")})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	defer router.Close()
+	ps, err := pubsub.New(ctx, node, id, pubsub.Config{Decapsulate: decapsulate(r), Log: log.With("subsystem", "pubsub")})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	defer ps.Close()
+
+	srv := &server{repo: r, node: node, msgs: router, pubsub: ps, maxMsg: opts.MaxMessage, invites: reg, custody: custody,
+		started: time.Now(), log: log.With("subsystem", "api")}
+	if srv.maxMsg <= 0 {
+		srv.maxMsg = msg.DefaultMaxMessage
+	}
 	sock := filepath.Join(r.Dir, api.SocketName)
 	ln, err := listenUnix(sock)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.routes(), ReadHeaderTimeout: 10 * time.Second}
+	// Streaming requests (listen, subscribe) end when apiCtx does.
+	apiCtx, stopAPI := context.WithCancel(context.Background())
+	defer stopAPI()
+	hs := &http.Server{Handler: srv.routes(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return apiCtx }}
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- hs.Serve(ln) }()
 	defer os.Remove(sock)
@@ -147,6 +171,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 		runErr = fmt.Errorf("daemon: api: %w", err)
 	}
 	log.Info("shutting down")
+	stopAPI()
 	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	_ = hs.Shutdown(shutCtx)
@@ -176,6 +201,20 @@ func identity(ctx context.Context, r *repo.Repo, ttl time.Duration) (*p2p.Identi
 		return nil, tpm.Info{}, fmt.Errorf("daemon: %w", err)
 	}
 	return id, k.Info(), nil
+}
+
+// decapsulate is the node key's ECDH for confidential topics: the key is
+// opened for each call (pub-sub caches what it unwraps), so a TPM is used
+// only when a new topic key arrives.
+func decapsulate(r *repo.Repo) func(context.Context, *ecdh.PublicKey) ([]byte, error) {
+	return func(ctx context.Context, eph *ecdh.PublicKey) ([]byte, error) {
+		k, err := r.NodeKey(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer k.Close()
+		return k.ECDH(ctx, eph)
+	}
 }
 
 // bootstrapAddrs is what a joining machine is told to bootstrap from: this

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 	ma "github.com/multiformats/go-multiaddr"
@@ -27,6 +28,10 @@ type Resolution struct {
 	Seq    uint64
 	// FromCache says the answer came from the cache, without the network.
 	FromCache bool
+	// NodeKey is the public key of the node principal hosting the path,
+	// from the record's host certificate: what readcaps for that node are
+	// wrapped to.
+	NodeKey crypto.PubKey
 }
 
 // Cache bounds.
@@ -225,7 +230,8 @@ func (n *Node) lookup(ctx context.Context, p paths.Path, used bool) (Resolution,
 		return Resolution{}, fmt.Errorf("p2p: resolve %s: %w", p, err)
 	}
 	now := n.now()
-	res := Resolution{Path: p, Peer: rec.Peer, Addrs: slices.Clone(rec.Addrs), Expiry: rec.effectiveExpiry(), Seq: rec.Seq}
+	res := Resolution{Path: p, Peer: rec.Peer, Addrs: slices.Clone(rec.Addrs), Expiry: rec.effectiveExpiry(), Seq: rec.Seq,
+		NodeKey: rec.HostCert.Node}
 	if res.Peer != n.h.ID() && len(res.Addrs) > 0 {
 		n.h.Peerstore().AddAddrs(res.Peer, res.Addrs, res.Expiry.Sub(now))
 	}

@@ -19,6 +19,7 @@ func daemonCmd(g *globals) *cobra.Command {
 		noMDNS, noNAT     bool
 		loopback          bool
 		recordTTL         time.Duration
+		maxMessage        int64
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -33,7 +34,8 @@ addresses; --json for a JSON object) and logs to stderr. One daemon per repo.`,
 			if err != nil {
 				return err
 			}
-			opts := daemon.Options{MDNS: !noMDNS, NAT: !noNAT, Loopback: loopback, RecordTTL: recordTTL, Log: g.log}
+			opts := daemon.Options{MDNS: !noMDNS, NAT: !noNAT, Loopback: loopback, RecordTTL: recordTTL,
+				MaxMessage: maxMessage, Log: g.log}
 			for _, s := range listen {
 				a, err := ma.NewMultiaddr(s)
 				if err != nil {
@@ -69,6 +71,7 @@ addresses; --json for a JSON object) and logs to stderr. One daemon per repo.`,
 	f.BoolVar(&noNAT, "no-nat", false, "turn off AutoNAT, relays, hole punching and port mapping")
 	f.BoolVar(&loopback, "loopback", false, "relax DHT limits for a cluster of daemons on one machine (tests)")
 	f.DurationVar(&recordTTL, "record-ttl", 0, "lifetime of this node's path record (default 1h; republished at half)")
+	f.Int64Var(&maxMessage, "max-message", 64<<20, "largest message this node sends or accepts, in bytes")
 	addJSON(cmd, g)
 	return cmd
 }

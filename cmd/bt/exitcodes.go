@@ -20,7 +20,8 @@ const (
 	exitKey     = 4 // wrong or missing passphrase, TPM unreachable or cleared, key file problems
 	exitCapable = 5 // a writecap, certificate or invite was refused
 	exitDaemon  = 6 // no daemon runs for the repo, or another one holds it
-	exitNetwork = 7 // no record for the path, or the peer or inviter could not be reached
+	exitNetwork = 7 // no record or endpoint for the path, or the peer or inviter could not be reached in time
+	exitRemote  = 8 // the endpoint called answered with an error
 )
 
 func exitCode(err error) int {
@@ -29,6 +30,8 @@ func exitCode(err error) int {
 		return exitUsage
 	case api.KindDenied:
 		return exitCapable
+	case api.KindRemote:
+		return exitRemote
 	case api.KindNotFound, api.KindUnreachable:
 		return exitNetwork
 	}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/paths"
+)
+
+// maxArgMessage bounds a message read from stdin by the CLI.
+const maxArgMessage = 64 << 20
+
+// payload is MSG, or stdin when MSG is "-".
+func payload(cmd *cobra.Command, arg string) ([]byte, error) {
+	if arg != "-" {
+		return []byte(arg), nil
+	}
+	b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), maxArgMessage+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading stdin: %w", err)
+	}
+	if len(b) > maxArgMessage {
+		return nil, usageErr("message on stdin is over %d bytes", maxArgMessage)
+	}
+	return b, nil
+}
+
+// line renders a payload on one line: as is when it is one line of UTF-8
+// text, Go-quoted otherwise.
+func line(b []byte) string {
+	s := string(b)
+	if utf8.ValidString(s) && strconv.CanBackquote(s) {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+func sendCmd(g *globals) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "send PATH MSG",
+		Short: "Send MSG (or stdin for -) to the endpoint at PATH, fire-and-forget",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := paths.Parse(args[0]); err != nil {
+				return usageErr("send: %v", err)
+			}
+			body, err := payload(cmd, args[1])
+			if err != nil {
+				return err
+			}
+			return g.call(cmd.Context(), http.MethodPost, "/v1/send", nil,
+				api.SendRequest{Path: args[0], Payload: body, Timeout: timeout.String()}, nil)
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "give up when the message is not accepted within this long")
+	return cmd
+}
+
+func callCmd(g *globals) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "call PATH MSG",
+		Short: "Call the endpoint at PATH with MSG (or stdin for -); the reply goes to stdout",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := paths.Parse(args[0]); err != nil {
+				return usageErr("call: %v", err)
+			}
+			if timeout <= 0 {
+				return usageErr("call: --timeout must be positive")
+			}
+			body, err := payload(cmd, args[1])
+			if err != nil {
+				return err
+			}
+			var res api.CallResult
+			if err := g.call(cmd.Context(), http.MethodPost, "/v1/send", nil,
+				api.SendRequest{Path: args[0], Payload: body, Call: true, Timeout: timeout.String()}, &res); err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd, res)
+			}
+			_, err = cmd.OutOrStdout().Write(res.Payload)
+			return err
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "deadline for the reply; the receiver sees it too")
+	addJSON(cmd, g)
+	return cmd
+}
+
+func listenCmd(g *globals) *cobra.Command {
+	var echo bool
+	cmd := &cobra.Command{
+		Use:   "listen PATH",
+		Short: "Host an endpoint at PATH (this node's path or under it) and print each message received",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := paths.Parse(args[0]); err != nil {
+				return usageErr("listen: %v", err)
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			return c.Stream(cmd.Context(), "/v1/listen", api.ListenRequest{Path: args[0], Echo: echo}, func(b []byte) error {
+				var ev api.Received
+				if err := json.Unmarshal(b, &ev); err != nil {
+					return fmt.Errorf("listen: bad line from the daemon: %w", err)
+				}
+				if ev.Event == "listening" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "bt: listening on %s\n", ev.To)
+					return nil
+				}
+				if g.json {
+					return json.NewEncoder(out).Encode(ev)
+				}
+				_, err := fmt.Fprintln(out, line(ev.Payload))
+				return err
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&echo, "echo", false, "answer every call with its own payload")
+	addJSON(cmd, g)
+	return cmd
+}
+
+func pubCmd(g *globals) *cobra.Command {
+	var readers []string
+	cmd := &cobra.Command{
+		Use:   "pub TOPIC MSG",
+		Short: "Publish MSG (or stdin for -) on the topic TOPIC (a path your writecap covers)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := paths.Parse(args[0]); err != nil {
+				return usageErr("pub: %v", err)
+			}
+			for _, r := range readers {
+				if _, err := paths.Parse(r); err != nil {
+					return usageErr("pub: --reader: %v", err)
+				}
+			}
+			body, err := payload(cmd, args[1])
+			if err != nil {
+				return err
+			}
+			return g.call(cmd.Context(), http.MethodPost, "/v1/publish", nil,
+				api.PublishRequest{Topic: args[0], Payload: body, Readers: readers}, nil)
+		},
+	}
+	cmd.Flags().StringSliceVar(&readers, "reader", nil, "make the message confidential: only the node at this path can read it (repeatable)")
+	return cmd
+}
+
+func subCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "sub PATTERN",
+		Short: "Print messages on topics matching PATTERN (* one component, ... any depth at the end), one line each",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := paths.ParsePattern(args[0]); err != nil {
+				return usageErr("sub: %v", err)
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			return c.Stream(cmd.Context(), "/v1/subscribe", api.SubscribeRequest{Pattern: args[0]}, func(b []byte) error {
+				var ev api.Published
+				if err := json.Unmarshal(b, &ev); err != nil {
+					return fmt.Errorf("sub: bad line from the daemon: %w", err)
+				}
+				if ev.Event == "subscribed" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "bt: subscribed to %s\n", ev.Topic)
+					return nil
+				}
+				if g.json {
+					return json.NewEncoder(out).Encode(ev)
+				}
+				text := line(ev.Payload)
+				if !ev.Readable {
+					text = "(confidential: no readcap on this node)"
+				}
+				_, err := fmt.Fprintf(out, "%s %s %s\n", ev.Topic, ev.From, text)
+				return err
+			})
+		},
+	}
+	addJSON(cmd, g)
+	return cmd
+}
