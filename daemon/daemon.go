@@ -121,12 +121,15 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	reg := invite.NewRegistry(r.Config.Root, nil)
 	invite.Serve(node.Host(), reg, func() []ma.Multiaddr { return bootstrapAddrs(node) }, log.With("subsystem", "invite"))
 
-	router, err := msg.New(node, msg.Config{MaxMessage: opts.MaxMessage, Log: log.With("subsystem", "msg")})
+	// One verifier for messaging and pub-sub, so a chain checked by one is
+	// warm for the other.
+	verifier := caps.NewVerifier()
+	router, err := msg.New(node, msg.Config{MaxMessage: opts.MaxMessage, Verifier: verifier, Log: log})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	defer router.Close()
-	ps, err := pubsub.New(ctx, node, id, pubsub.Config{Decapsulate: decapsulate(r), Log: log.With("subsystem", "pubsub")})
+	ps, err := pubsub.New(ctx, node, id, pubsub.Config{Decapsulate: decapsulate(r), Verifier: verifier, Log: log})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
