@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"blocktree.dev/bt/internal/benchcmp"
+	"blocktree.dev/bt/internal/nettest"
 )
 
 // The benchmarks compare against raw libp2p anchors on the same two nodes
@@ -33,7 +34,7 @@ const (
 // echo on a new stream per request (target ≥ 1/1.1); then the p50 and p99
 // of single operations, interleaved (target: our p99 ≤ 2× the anchor's).
 func BenchmarkCall64B(b *testing.B) {
-	d := newTestDomain(b)
+	d := nettest.NewDomain(b)
 	a, z := pair(b, d, Config{}, Config{})
 	p := mustJoin(b, z.node.Path(), "echo")
 	if _, err := z.Handle(p, echo); err != nil {
@@ -236,7 +237,7 @@ func drain(r io.Reader, buf []byte) (int64, error) {
 // Target ratio ≥ 0.85.
 func BenchmarkStream1GiB(b *testing.B) {
 	const size = 1 << 30
-	d := newTestDomain(b)
+	d := nettest.NewDomain(b)
 	a, z := pair(b, d, Config{MaxMessage: 2 << 30}, Config{MaxMessage: 2 << 30})
 	p := mustJoin(b, z.node.Path(), "sink")
 	if _, err := z.Handle(p, func(_ context.Context, m *Message) ([]byte, error) {

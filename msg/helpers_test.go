@@ -4,75 +4,22 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
-	"blocktree.dev/bt/tpm/softkey"
 )
 
 // Tests run in-process libp2p nodes listening on 127.0.0.1 only, with NAT
 // traversal and mDNS off and p2p.Config.Loopback on. Set BT_TEST_LOG=1 to
 // see the nodes' and routers' debug logs.
-
-// testDomain is a root key and the writecaps it issues.
-type testDomain struct {
-	root   *softkey.Key
-	rootID paths.ID
-}
-
-func newTestDomain(t testing.TB) *testDomain {
-	t.Helper()
-	k := newKey(t)
-	return &testDomain{root: k, rootID: principalID(t, k.PublicKey())}
-}
-
-func newKey(t testing.TB) *softkey.Key {
-	t.Helper()
-	k, err := softkey.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func principalID(t testing.TB, pk crypto.PubKey) paths.ID {
-	t.Helper()
-	id, err := caps.PrincipalID(pk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
-func (d *testDomain) path(t testing.TB, comps ...string) paths.Path {
-	t.Helper()
-	p, err := paths.New(d.rootID, comps...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// grant has the root let holder write under prefix for the next day.
-func (d *testDomain) grant(t testing.TB, holder paths.ID, prefix paths.Path) *caps.Writecap {
-	t.Helper()
-	now := time.Now()
-	w, err := caps.Issue(context.Background(), d.root, nil, holder, prefix, now.Add(-time.Hour), now.Add(24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
 
 // testNode is a running p2p node of a domain with a Router on it.
 type testNode struct {
@@ -82,21 +29,13 @@ type testNode struct {
 	stop   func()   // closes router and node, once
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("BT_TEST_LOG") == "" {
-		return nil
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
 // start runs a node named name in d, bootstrapped to bs, with a Router
 // configured by cfg; both are closed at cleanup (or by stop).
-func (d *testDomain) start(t testing.TB, name string, cfg Config, bs ...peer.AddrInfo) *testNode {
+func start(t testing.TB, d *nettest.Domain, name string, cfg Config, bs ...peer.AddrInfo) *testNode {
 	t.Helper()
-	nk := newKey(t)
-	nodeID := principalID(t, nk.PublicKey())
-	p := d.path(t, name)
-	id, err := p2p.NewIdentity(context.Background(), nk, d.grant(t, nodeID, p), p, 24*time.Hour)
+	nk, p, w := d.Member(t, name)
+	nodeID := nettest.PrincipalID(t, nk.PublicKey())
+	id, err := p2p.NewIdentity(context.Background(), nk, w, p, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +46,7 @@ func (d *testDomain) start(t testing.TB, name string, cfg Config, bs ...peer.Add
 		RecordTTL:      time.Minute,
 		ResolveRefresh: time.Minute,
 		ResolveTimeout: 10 * time.Second,
-		Log:            testLogger(),
+		Log:            nettest.Logger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +54,7 @@ func (d *testDomain) start(t testing.TB, name string, cfg Config, bs ...peer.Add
 	served := make(chan error, 1)
 	go func() { served <- n.Serve(context.Background()) }()
 	if cfg.Log == nil {
-		cfg.Log = testLogger()
+		cfg.Log = nettest.Logger()
 	}
 	r, err := New(n, cfg)
 	if err != nil {
@@ -158,10 +97,10 @@ func listenAddr() string {
 
 // pair starts two nodes of d, b bootstrapped to a, and waits until both
 // have published their records.
-func pair(t testing.TB, d *testDomain, acfg, bcfg Config) (a, b *testNode) {
+func pair(t testing.TB, d *nettest.Domain, acfg, bcfg Config) (a, b *testNode) {
 	t.Helper()
-	a = d.start(t, "a", acfg)
-	b = d.start(t, "b", bcfg, a.node.AddrInfo())
+	a = start(t, d, "a", acfg)
+	b = start(t, d, "b", bcfg, a.node.AddrInfo())
 	waitPublished(t, a, b)
 	return a, b
 }
@@ -182,13 +121,6 @@ func waitPublished(t testing.TB, nodes ...*testNode) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-}
-
-func ctxTimeout(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func mustJoin(t testing.TB, p paths.Path, comps ...string) paths.Path {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"blocktree.dev/bt/internal/canon"
+	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/paths"
 )
 
@@ -59,14 +60,14 @@ func (rec *recorder) next(t *testing.T) seen {
 }
 
 func TestSendAndCall(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{}, Config{})
 	inbox := mustJoin(t, b.node.Path(), "inbox")
 	rec := newRecorder()
 	if _, err := b.Handle(inbox, rec.handle); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxTimeout(t, 20*time.Second)
+	ctx := nettest.Context(t, 20*time.Second)
 
 	for _, size := range []int{0, 64, eagerMax, eagerMax + 1, 1 << 20} {
 		t.Run(fmt.Sprintf("call-%d", size), func(t *testing.T) {
@@ -118,14 +119,14 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 func TestInProcess(t *testing.T) {
-	d := newTestDomain(t)
-	a := d.start(t, "solo", Config{})
+	d := nettest.NewDomain(t)
+	a := start(t, d, "solo", Config{})
 	rec := newRecorder()
 	p := mustJoin(t, a.node.Path(), "svc")
 	if _, err := a.Handle(p, rec.handle); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxTimeout(t, 10*time.Second)
+	ctx := nettest.Context(t, 10*time.Second)
 
 	body := &countingReader{r: strings.NewReader("in process")}
 	reply, err := a.Call(ctx, p, body, 10)
@@ -196,8 +197,8 @@ func TestInProcess(t *testing.T) {
 }
 
 func TestHandle(t *testing.T) {
-	d := newTestDomain(t)
-	a := d.start(t, "a", Config{})
+	d := nettest.NewDomain(t)
+	a := start(t, d, "a", Config{})
 	h := func(context.Context, *Message) ([]byte, error) { return nil, nil }
 	own := mustJoin(t, a.node.Path(), "x", "y")
 	for _, tc := range []struct {
@@ -207,10 +208,10 @@ func TestHandle(t *testing.T) {
 	}{
 		{"own-node-path", a.node.Path(), nil},
 		{"under-own-path", own, nil},
-		{"sibling-node", d.path(t, "other", "x"), ErrNotOwnPath},
-		{"prefix-not-component", d.path(t, "ab"), ErrNotOwnPath},
-		{"root", d.path(t), ErrNotOwnPath},
-		{"other-domain", newTestDomain(t).path(t, "a"), ErrNotOwnPath},
+		{"sibling-node", d.Path(t, "other", "x"), ErrNotOwnPath},
+		{"prefix-not-component", d.Path(t, "ab"), ErrNotOwnPath},
+		{"root", d.Path(t), ErrNotOwnPath},
+		{"other-domain", nettest.NewDomain(t).Path(t, "a"), ErrNotOwnPath},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := a.Handle(tc.p, h)
@@ -238,19 +239,19 @@ func TestHandle(t *testing.T) {
 	}
 	remove2()
 	// Exact match only: a handler at a parent does not get its children.
-	if _, err := a.Call(ctxTimeout(t, 5*time.Second), mustJoin(t, own, "child"), nil, 0); !errors.Is(err, ErrNoEndpoint) {
+	if _, err := a.Call(nettest.Context(t, 5*time.Second), mustJoin(t, own, "child"), nil, 0); !errors.Is(err, ErrNoEndpoint) {
 		t.Fatalf("Call below a handler's path = %v, want ErrNoEndpoint", err)
 	}
 }
 
 func TestConcurrentCalls(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{}, Config{})
 	p := mustJoin(t, b.node.Path(), "echo")
 	if _, err := b.Handle(p, echo); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxTimeout(t, 60*time.Second)
+	ctx := nettest.Context(t, 60*time.Second)
 	const n = 1000
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -282,7 +283,7 @@ func TestConcurrentCalls(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{MaxMessage: 1 << 10}, Config{MaxMessage: 1 << 10})
 	var calls atomic.Int64
 	count := func(ctx context.Context, m *Message) ([]byte, error) {
@@ -296,7 +297,7 @@ func TestTooLarge(t *testing.T) {
 	if _, err := b.Handle(p, count); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxTimeout(t, 20*time.Second)
+	ctx := nettest.Context(t, 20*time.Second)
 
 	t.Run("sender", func(t *testing.T) {
 		err := a.Send(ctx, p, bytes.NewReader(make([]byte, 2<<10)), 2<<10)
@@ -310,7 +311,7 @@ func TestTooLarge(t *testing.T) {
 		}
 	})
 	// A sender with a higher limit meets the receiver's.
-	c := d.start(t, "c", Config{}, a.node.AddrInfo())
+	c := start(t, d, "c", Config{}, a.node.AddrInfo())
 	waitPublished(t, c)
 	for _, size := range []int64{2 << 10, 1 << 20} {
 		t.Run(fmt.Sprintf("receiver-%d", size), func(t *testing.T) {
@@ -392,13 +393,13 @@ func rawFrame(t *testing.T, ctx context.Context, from, to *testNode, frame []byt
 }
 
 func TestBadHeaders(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{}, Config{})
 	p := mustJoin(t, b.node.Path(), "x")
 	if _, err := b.Handle(p, echo); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxTimeout(t, 20*time.Second)
+	ctx := nettest.Context(t, 20*time.Second)
 	for _, tc := range []struct {
 		name  string
 		frame []byte
@@ -427,7 +428,7 @@ func frameOf(h []byte) []byte {
 }
 
 func TestUnreachable(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{}, Config{})
 	p := mustJoin(t, b.node.Path(), "x")
 	block := make(chan struct{})
@@ -471,7 +472,7 @@ func TestUnreachable(t *testing.T) {
 }
 
 func TestRemoteErrorAndNoEndpoint(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{}, Config{})
 	p := mustJoin(t, b.node.Path(), "fails")
 	long := strings.Repeat("é", MaxErrorMessage) // cut at a rune boundary
@@ -483,7 +484,7 @@ func TestRemoteErrorAndNoEndpoint(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxTimeout(t, 20*time.Second)
+	ctx := nettest.Context(t, 20*time.Second)
 	_, err := a.Call(ctx, p, nil, 0)
 	var re *RemoteError
 	if !errors.As(err, &re) || re.Path != p || re.Msg != `no such thing as "x"` || re.Unwrap() != nil {
@@ -503,29 +504,29 @@ func TestRemoteErrorAndNoEndpoint(t *testing.T) {
 			t.Fatalf("Call %s = %v, want ErrNoEndpoint naming it", q, err)
 		}
 	}
-	if err := a.Send(ctx, d.path(t), nil, 0); !errors.Is(err, ErrNoEndpoint) {
+	if err := a.Send(ctx, d.Path(t), nil, 0); !errors.Is(err, ErrNoEndpoint) {
 		t.Fatalf("Send to a root path = %v, want ErrNoEndpoint", err)
 	}
 	// A node path that no one hosts.
-	ghost := d.path(t, "ghost", "x")
-	_, err = a.Call(ctxTimeout(t, 3*time.Second), ghost, nil, 0)
+	ghost := d.Path(t, "ghost", "x")
+	_, err = a.Call(nettest.Context(t, 3*time.Second), ghost, nil, 0)
 	if !errors.Is(err, ErrUnreachable) && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Call %s = %v, want ErrUnreachable", ghost, err)
 	}
 }
 
 func TestCrossDomain(t *testing.T) {
-	home := newTestDomain(t)
-	a := home.start(t, "a", Config{})
-	guest := newTestDomain(t)
-	g := guest.start(t, "g", Config{}, a.node.AddrInfo())
+	home := nettest.NewDomain(t)
+	a := start(t, home, "a", Config{})
+	guest := nettest.NewDomain(t)
+	g := start(t, guest, "g", Config{}, a.node.AddrInfo())
 	waitPublished(t, a, g)
 	inbox := mustJoin(t, a.node.Path(), "inbox")
 	rec := newRecorder()
 	if _, err := a.Handle(inbox, rec.handle); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxTimeout(t, 20*time.Second)
+	ctx := nettest.Context(t, 20*time.Second)
 
 	_, err := g.Call(ctx, inbox, strings.NewReader("hi"), 2)
 	if !errors.Is(err, ErrDenied) || !strings.Contains(err.Error(), "writecap") {
@@ -533,23 +534,23 @@ func TestCrossDomain(t *testing.T) {
 	}
 
 	// Grants that do not do: another root's, another holder's, another path's.
-	g.AddGrant(guest.grant(t, g.nodeID, guest.path(t))) // g's own root: not attached for home's paths
-	g.AddGrant(home.grant(t, principalID(t, newKey(t).PublicKey()), inbox))
+	g.AddGrant(guest.GrantDay(t, g.nodeID, guest.Path(t))) // g's own root: not attached for home's paths
+	g.AddGrant(home.GrantDay(t, nettest.PrincipalID(t, nettest.NewKey(t).PublicKey()), inbox))
 	_, err = g.Call(ctx, inbox, strings.NewReader("hi"), 2)
 	if !errors.Is(err, ErrDenied) || !strings.Contains(err.Error(), "held by") {
 		t.Fatalf("Call with another holder's writecap = %v, want ErrDenied", err)
 	}
 
-	g2 := guest.start(t, "g2", Config{}, a.node.AddrInfo())
+	g2 := start(t, guest, "g2", Config{}, a.node.AddrInfo())
 	waitPublished(t, g2)
-	g2.AddGrant(home.grant(t, g2.nodeID, mustJoin(t, a.node.Path(), "elsewhere")))
+	g2.AddGrant(home.GrantDay(t, g2.nodeID, mustJoin(t, a.node.Path(), "elsewhere")))
 	if _, err := g2.Call(ctx, inbox, strings.NewReader("hi"), 2); !errors.Is(err, ErrDenied) {
 		t.Fatalf("Call with a writecap for another path = %v, want ErrDenied", err)
 	}
 
-	g3 := guest.start(t, "g3", Config{}, a.node.AddrInfo())
+	g3 := start(t, guest, "g3", Config{}, a.node.AddrInfo())
 	waitPublished(t, g3)
-	g3.AddGrant(home.grant(t, g3.nodeID, inbox))
+	g3.AddGrant(home.GrantDay(t, g3.nodeID, inbox))
 	reply, err := g3.Call(ctx, inbox, strings.NewReader("hi"), 2)
 	if err != nil || string(reply) != "hi" {
 		t.Fatalf("Call with a writecap from the target's root = %q, %v", reply, err)
@@ -578,7 +579,7 @@ func TestCrossDomain(t *testing.T) {
 }
 
 func TestDeadlineCarried(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{}, Config{})
 	p := mustJoin(t, b.node.Path(), "dl")
 	rec := newRecorder()
@@ -604,7 +605,7 @@ func TestDeadlineCarried(t *testing.T) {
 }
 
 func TestEarlyReturn(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{}, Config{})
 	p := mustJoin(t, b.node.Path(), "peek")
 	if _, err := b.Handle(p, func(_ context.Context, m *Message) ([]byte, error) {
@@ -614,7 +615,7 @@ func TestEarlyReturn(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxTimeout(t, 20*time.Second)
+	ctx := nettest.Context(t, 20*time.Second)
 	for _, size := range []int64{1 << 10, 64 << 20} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			start := time.Now()
@@ -631,7 +632,7 @@ func TestEarlyReturn(t *testing.T) {
 }
 
 func TestShortBody(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{}, Config{})
 	p := mustJoin(t, b.node.Path(), "x")
 	got := make(chan error, 4)
@@ -642,7 +643,7 @@ func TestShortBody(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxTimeout(t, 20*time.Second)
+	ctx := nettest.Context(t, 20*time.Second)
 	for _, size := range []int64{100, 1 << 20} {
 		_, err := a.Call(ctx, p, &patternReader{n: size / 2}, size)
 		if !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -661,7 +662,7 @@ func TestShortBody(t *testing.T) {
 }
 
 func TestBackpressure(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{}, Config{MaxInbound: 2})
 	p := mustJoin(t, b.node.Path(), "x")
 	var running, peak atomic.Int64
@@ -683,7 +684,7 @@ func TestBackpressure(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxTimeout(t, 20*time.Second)
+	ctx := nettest.Context(t, 20*time.Second)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for range 8 {
@@ -706,7 +707,7 @@ func TestBackpressure(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{}, Config{})
 	p := mustJoin(t, b.node.Path(), "wait")
 	entered := make(chan struct{}, 1)
@@ -717,7 +718,7 @@ func TestClose(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxTimeout(t, 20*time.Second)
+	ctx := nettest.Context(t, 20*time.Second)
 	res := make(chan error, 1)
 	go func() {
 		_, err := a.Call(ctx, p, nil, 0)
@@ -752,7 +753,7 @@ func TestLargeMessage(t *testing.T) {
 		t.Skip("256 MiB transfer")
 	}
 	const size = 256 << 20
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	a, b := pair(t, d, Config{MaxMessage: 1 << 30}, Config{MaxMessage: 1 << 30})
 	p := mustJoin(t, b.node.Path(), "sink")
 	var peak atomic.Uint64
@@ -794,7 +795,7 @@ func TestLargeMessage(t *testing.T) {
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
-	ctx := ctxTimeout(t, 60*time.Second)
+	ctx := nettest.Context(t, 60*time.Second)
 	start := time.Now()
 	sum, err := a.Call(ctx, p, &patternReader{n: size}, size)
 	if err != nil {

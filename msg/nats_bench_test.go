@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"blocktree.dev/bt/internal/benchcmp"
+	"blocktree.dev/bt/internal/nettest"
 )
 
 // startNATS runs Debian's nats-server on a free loopback port for b.
@@ -56,7 +57,7 @@ func startNATS(b *testing.B) string {
 // one subscriber). The ratio is the long-term target, not a pass condition.
 func BenchmarkVsNATS(b *testing.B) {
 	url := startNATS(b)
-	d := newTestDomain(b)
+	d := nettest.NewDomain(b)
 	a, z := pair(b, d, Config{}, Config{})
 	echoPath := mustJoin(b, z.node.Path(), "echo")
 	if _, err := z.Handle(echoPath, echo); err != nil {

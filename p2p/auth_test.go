@@ -13,13 +13,14 @@ import (
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/internal/canon"
+	"blocktree.dev/bt/internal/nettest"
 )
 
 func TestAuthMutual(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newCluster(t, d, nil, "laptop", "desktop")
 	a, b := nodes[0], nodes[1]
-	ctx := ctxTimeout(t, 10*time.Second)
+	ctx := nettest.Context(t, 10*time.Second)
 	pid, err := b.Connect(ctx, a.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -56,13 +57,13 @@ func TestAuthMutual(t *testing.T) {
 // stays unverified, with the caps error that refused it, and cannot be
 // connected to by that path.
 func TestAuthRefused(t *testing.T) {
-	d, evil := newTestDomain(t), newTestDomain(t)
+	d, evil := nettest.NewDomain(t), nettest.NewDomain(t)
 	honest := newCluster(t, d, nil, "honest")[0]
 	for _, bad := range badIdentities {
 		t.Run(bad.name, func(t *testing.T) {
 			id := bad.make(t, d, evil, honest.id)
 			m := startMalicious(t, id)
-			ctx := ctxTimeout(t, 10*time.Second)
+			ctx := nettest.Context(t, 10*time.Second)
 			if err := m.Host().Connect(ctx, honest.AddrInfo()); err != nil {
 				t.Fatal(err)
 			}
@@ -96,8 +97,8 @@ func TestAuthRefused(t *testing.T) {
 // TestVerifyProofTable checks verifyProof directly, including proofs that
 // the wire refuses before verification.
 func TestVerifyProofTable(t *testing.T) {
-	d, evil := newTestDomain(t), newTestDomain(t)
-	good, _ := d.member(t, "laptop")
+	d, evil := nettest.NewDomain(t), nettest.NewDomain(t)
+	good, _ := member(t, d, "laptop")
 	v := caps.NewVerifier()
 	certs := newCertCache()
 	now := time.Now()
@@ -161,14 +162,14 @@ func TestVerifyProofTable(t *testing.T) {
 // a proof gets no echo, and a node waiting for its proof gives up at the
 // deadline with ErrNotAuthenticated.
 func TestPingRefusesUnauthenticatedHost(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	n := newCluster(t, d, nil, "laptop")[0]
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.DisableMetrics())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	ctx := ctxTimeout(t, 10*time.Second)
+	ctx := nettest.Context(t, 10*time.Second)
 	if err := h.Connect(ctx, n.AddrInfo()); err != nil {
 		t.Fatal(err)
 	}
@@ -196,14 +197,14 @@ func TestPingRefusesUnauthenticatedHost(t *testing.T) {
 // TestAuthOversizedProof: a frame larger than MaxProofSize is refused
 // without being read.
 func TestAuthOversizedProof(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	n := newCluster(t, d, nil, "laptop")[0]
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.DisableMetrics())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	ctx := ctxTimeout(t, 10*time.Second)
+	ctx := nettest.Context(t, 10*time.Second)
 	if err := h.Connect(ctx, n.AddrInfo()); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"blocktree.dev/bt/internal/benchcmp"
+	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/paths"
 )
 
@@ -31,7 +32,7 @@ import (
 // a minute or more.
 func benchNetwork(b *testing.B, n int) []*Node {
 	b.Helper()
-	d := newTestDomain(b)
+	d := nettest.NewDomain(b)
 	names := make([]string, n)
 	for i := range names {
 		names[i] = fmt.Sprintf("n%02d", i)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +14,7 @@ import (
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/internal/canon"
+	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/tpm/softkey"
 )
@@ -24,70 +23,15 @@ import (
 // traversal and mDNS off and Config.Loopback on. Set BT_TEST_LOG=1 to see
 // the nodes' debug logs.
 
-// testDomain is a root key and the writecaps it issues.
-type testDomain struct {
-	root   *softkey.Key
-	rootID paths.ID
-}
-
-func newTestDomain(t testing.TB) *testDomain {
+// member makes a node of d named name: its identity and node key.
+func member(t testing.TB, d *nettest.Domain, name string) (*Identity, *softkey.Key) {
 	t.Helper()
-	k, err := softkey.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testDomain{root: k, rootID: principalID(t, k.PublicKey())}
-}
-
-func principalID(t testing.TB, pk crypto.PubKey) paths.ID {
-	t.Helper()
-	id, err := caps.PrincipalID(pk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
-func (d *testDomain) path(t testing.TB, comps ...string) paths.Path {
-	t.Helper()
-	p, err := paths.New(d.rootID, comps...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// grant has the root let holder write under prefix from nbf to exp.
-func (d *testDomain) grant(t testing.TB, holder caps.Signer, prefix paths.Path, nbf, exp time.Time) *caps.Writecap {
-	t.Helper()
-	w, err := caps.Issue(context.Background(), d.root, nil, principalID(t, holder.PublicKey()), prefix, nbf, exp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
-
-// member makes a node key, a writecap for /<root>/<name> and an identity.
-func (d *testDomain) member(t testing.TB, name string) (*Identity, *softkey.Key) {
-	t.Helper()
-	nk := newKey(t)
-	p := d.path(t, name)
-	now := time.Now()
-	w := d.grant(t, nk, p, now.Add(-time.Hour), now.Add(24*time.Hour))
+	nk, p, w := d.Member(t, name)
 	id, err := NewIdentity(context.Background(), nk, w, p, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return id, nk
-}
-
-func newKey(t testing.TB) *softkey.Key {
-	t.Helper()
-	k, err := softkey.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 func newHostKey(t testing.TB) crypto.PrivKey {
@@ -110,13 +54,6 @@ func hostCert(t testing.TB, node caps.Signer, host crypto.PubKey) *caps.HostCert
 	return c
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("BT_TEST_LOG") == "" {
-		return nil
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
 // testConfig is a loopback node's config, bootstrapped to bs.
 func testConfig(bs ...peer.AddrInfo) Config {
 	return Config{
@@ -126,7 +63,7 @@ func testConfig(bs ...peer.AddrInfo) Config {
 		RecordTTL:      time.Minute,
 		ResolveRefresh: time.Minute,
 		ResolveTimeout: 10 * time.Second,
-		Log:            testLogger(),
+		Log:            nettest.Logger(),
 	}
 }
 
@@ -166,22 +103,10 @@ func serveNode(t testing.TB, n *Node) {
 	t.Cleanup(stop)
 }
 
-// waitFor polls cond every 20ms until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitPublished waits until n's record has reached the DHT.
 func waitPublished(t testing.TB, n *Node) {
 	t.Helper()
-	waitFor(t, 20*time.Second, "publication of "+n.Path().String(), func() bool {
+	nettest.WaitFor(t, 20*time.Second, "publication of "+n.Path().String(), func() bool {
 		p := n.Published()
 		return p.Seq != 0 && p.Err == nil
 	})
@@ -190,11 +115,11 @@ func waitPublished(t testing.TB, n *Node) {
 // newCluster starts one node per name in d, each bootstrapped to the first
 // (or to bs when given), and waits until every record is published (a lone
 // node has no one to publish to).
-func newCluster(t testing.TB, d *testDomain, bs []peer.AddrInfo, names ...string) []*Node {
+func newCluster(t testing.TB, d *nettest.Domain, bs []peer.AddrInfo, names ...string) []*Node {
 	t.Helper()
 	var nodes []*Node
 	for _, name := range names {
-		id, _ := d.member(t, name)
+		id, _ := member(t, d, name)
 		b := bs
 		if b == nil && len(nodes) > 0 {
 			b = []peer.AddrInfo{nodes[0].AddrInfo()}
@@ -207,13 +132,6 @@ func newCluster(t testing.TB, d *testDomain, bs []peer.AddrInfo, names ...string
 		}
 	}
 	return nodes
-}
-
-func ctxTimeout(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // forgeWritecap builds, by hand in the documented wire format
@@ -268,7 +186,7 @@ type badIdentity struct {
 	name string
 	// make returns the identity; honest is a node of d whose credentials
 	// a replay may steal.
-	make func(t testing.TB, d, evil *testDomain, honest *Identity) *Identity
+	make func(t testing.TB, d, evil *nettest.Domain, honest *Identity) *Identity
 	// want is the caps error that refuses it.
 	want error
 	// nodeOnly marks cases that only the auth protocol refuses (a record
@@ -277,43 +195,43 @@ type badIdentity struct {
 }
 
 var badIdentities = []badIdentity{
-	{name: "writecap-from-another-root", want: caps.ErrRootMismatch, make: func(t testing.TB, d, evil *testDomain, _ *Identity) *Identity {
-		nk, hk := newKey(t), newHostKey(t)
+	{name: "writecap-from-another-root", want: caps.ErrRootMismatch, make: func(t testing.TB, d, evil *nettest.Domain, _ *Identity) *Identity {
+		nk, hk := nettest.NewKey(t), newHostKey(t)
 		now := time.Now()
-		w := evil.grant(t, nk, evil.path(t, "mallory"), now.Add(-time.Hour), now.Add(time.Hour))
-		return &Identity{HostKey: hk, Cert: hostCert(t, nk, hk.GetPublic()), Writecap: w, Path: d.path(t, "mallory")}
+		w := evil.Grant(t, nettest.PrincipalID(t, nk.PublicKey()), evil.Path(t, "mallory"), now.Add(-time.Hour), now.Add(time.Hour))
+		return &Identity{HostKey: hk, Cert: hostCert(t, nk, hk.GetPublic()), Writecap: w, Path: d.Path(t, "mallory")}
 	}},
-	{name: "forged-link-signed-by-another-root", want: caps.ErrRootMismatch, make: func(t testing.TB, d, evil *testDomain, _ *Identity) *Identity {
-		nk, hk := newKey(t), newHostKey(t)
-		w := forgeWritecap(t, evil.root, principalID(t, nk.PublicKey()), d.path(t, "mallory"))
-		return &Identity{HostKey: hk, Cert: hostCert(t, nk, hk.GetPublic()), Writecap: w, Path: d.path(t, "mallory")}
+	{name: "forged-link-signed-by-another-root", want: caps.ErrRootMismatch, make: func(t testing.TB, d, evil *nettest.Domain, _ *Identity) *Identity {
+		nk, hk := nettest.NewKey(t), newHostKey(t)
+		w := forgeWritecap(t, evil.Root, nettest.PrincipalID(t, nk.PublicKey()), d.Path(t, "mallory"))
+		return &Identity{HostKey: hk, Cert: hostCert(t, nk, hk.GetPublic()), Writecap: w, Path: d.Path(t, "mallory")}
 	}},
-	{name: "expired-writecap", want: caps.ErrExpired, make: func(t testing.TB, d, _ *testDomain, _ *Identity) *Identity {
-		nk, hk := newKey(t), newHostKey(t)
+	{name: "expired-writecap", want: caps.ErrExpired, make: func(t testing.TB, d, _ *nettest.Domain, _ *Identity) *Identity {
+		nk, hk := nettest.NewKey(t), newHostKey(t)
 		now := time.Now()
-		w := d.grant(t, nk, d.path(t, "old"), now.Add(-2*time.Hour), now.Add(-time.Hour))
-		return &Identity{HostKey: hk, Cert: hostCert(t, nk, hk.GetPublic()), Writecap: w, Path: d.path(t, "old")}
+		w := d.Grant(t, nettest.PrincipalID(t, nk.PublicKey()), d.Path(t, "old"), now.Add(-2*time.Hour), now.Add(-time.Hour))
+		return &Identity{HostKey: hk, Cert: hostCert(t, nk, hk.GetPublic()), Writecap: w, Path: d.Path(t, "old")}
 	}},
-	{name: "writecap-for-another-path", want: caps.ErrPathNotCovered, make: func(t testing.TB, d, _ *testDomain, _ *Identity) *Identity {
-		nk, hk := newKey(t), newHostKey(t)
+	{name: "writecap-for-another-path", want: caps.ErrPathNotCovered, make: func(t testing.TB, d, _ *nettest.Domain, _ *Identity) *Identity {
+		nk, hk := nettest.NewKey(t), newHostKey(t)
 		now := time.Now()
-		w := d.grant(t, nk, d.path(t, "alice"), now.Add(-time.Hour), now.Add(time.Hour))
-		return &Identity{HostKey: hk, Cert: hostCert(t, nk, hk.GetPublic()), Writecap: w, Path: d.path(t, "bob")}
+		w := d.Grant(t, nettest.PrincipalID(t, nk.PublicKey()), d.Path(t, "alice"), now.Add(-time.Hour), now.Add(time.Hour))
+		return &Identity{HostKey: hk, Cert: hostCert(t, nk, hk.GetPublic()), Writecap: w, Path: d.Path(t, "bob")}
 	}},
-	{name: "host-cert-for-another-host-key", want: caps.ErrWrongHolder, make: func(t testing.TB, d, _ *testDomain, _ *Identity) *Identity {
-		nk, hk, other := newKey(t), newHostKey(t), newHostKey(t)
+	{name: "host-cert-for-another-host-key", want: caps.ErrWrongHolder, make: func(t testing.TB, d, _ *nettest.Domain, _ *Identity) *Identity {
+		nk, hk, other := nettest.NewKey(t), newHostKey(t), newHostKey(t)
 		now := time.Now()
-		w := d.grant(t, nk, d.path(t, "carol"), now.Add(-time.Hour), now.Add(time.Hour))
-		return &Identity{HostKey: hk, Cert: hostCert(t, nk, other.GetPublic()), Writecap: w, Path: d.path(t, "carol")}
+		w := d.Grant(t, nettest.PrincipalID(t, nk.PublicKey()), d.Path(t, "carol"), now.Add(-time.Hour), now.Add(time.Hour))
+		return &Identity{HostKey: hk, Cert: hostCert(t, nk, other.GetPublic()), Writecap: w, Path: d.Path(t, "carol")}
 	}},
-	{name: "replayed-credentials", want: caps.ErrWrongHolder, make: func(t testing.TB, _, _ *testDomain, honest *Identity) *Identity {
+	{name: "replayed-credentials", want: caps.ErrWrongHolder, make: func(t testing.TB, _, _ *nettest.Domain, honest *Identity) *Identity {
 		return &Identity{HostKey: newHostKey(t), Cert: honest.Cert, Writecap: honest.Writecap, Path: honest.Path}
 	}},
-	{name: "not-a-node-path", want: caps.ErrPathNotCovered, nodeOnly: true, make: func(t testing.TB, d, _ *testDomain, _ *Identity) *Identity {
-		nk, hk := newKey(t), newHostKey(t)
+	{name: "not-a-node-path", want: caps.ErrPathNotCovered, nodeOnly: true, make: func(t testing.TB, d, _ *nettest.Domain, _ *Identity) *Identity {
+		nk, hk := nettest.NewKey(t), newHostKey(t)
 		now := time.Now()
-		p := d.path(t, "dave", "deeper")
-		w := d.grant(t, nk, p, now.Add(-time.Hour), now.Add(time.Hour))
+		p := d.Path(t, "dave", "deeper")
+		w := d.Grant(t, nettest.PrincipalID(t, nk.PublicKey()), p, now.Add(-time.Hour), now.Add(time.Hour))
 		return &Identity{HostKey: hk, Cert: hostCert(t, nk, hk.GetPublic()), Writecap: w, Path: p}
 	}},
 }

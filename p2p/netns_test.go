@@ -6,6 +6,8 @@ import (
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
+
+	"blocktree.dev/bt/internal/nettest"
 )
 
 // TestDaemonConfigInNetns builds two nodes with the daemon's configuration
@@ -18,24 +20,24 @@ func TestDaemonConfigInNetns(t *testing.T) {
 	if os.Getenv("BT_TEST_NETNS") == "" {
 		t.Skip("set BT_TEST_NETNS=1 and run inside `unshare -n` (see the comment)")
 	}
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	var nodes []*Node
 	for _, name := range []string{"a", "b"} {
-		id, _ := d.member(t, name)
+		id, _ := member(t, d, name)
 		cfg := DaemonConfig()
 		cfg.Listen = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0"), ma.StringCast("/ip4/127.0.0.1/udp/0/quic-v1")}
 		cfg.Loopback = true
-		cfg.Log = testLogger()
+		cfg.Log = nettest.Logger()
 		nodes = append(nodes, startNode(t, id, cfg))
 	}
-	waitFor(t, 30*time.Second, "mDNS discovery and auth", func() bool {
+	nettest.WaitFor(t, 30*time.Second, "mDNS discovery and auth", func() bool {
 		p, ok := nodes[0].VerifiedPath(nodes[1].ID())
 		return ok && p == nodes[1].Path()
 	})
 	for _, n := range nodes {
 		waitPublished(t, n)
 	}
-	if _, err := nodes[1].Ping(ctxTimeout(t, 10*time.Second), nodes[0].Path()); err != nil {
+	if _, err := nodes[1].Ping(nettest.Context(t, 10*time.Second), nodes[0].Path()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/internal/canon"
+	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/tpm/softkey"
 )
@@ -48,8 +49,8 @@ func resign(t testing.TB, body []byte, key crypto.PrivKey) []byte {
 }
 
 func TestValidate(t *testing.T) {
-	d, evil := newTestDomain(t), newTestDomain(t)
-	good, _ := d.member(t, "laptop")
+	d, evil := nettest.NewDomain(t), nettest.NewDomain(t)
+	good, _ := member(t, d, "laptop")
 	now := time.Now()
 	exp := now.Add(time.Hour)
 	v := NewValidator(caps.NewVerifier(), nil)
@@ -105,7 +106,7 @@ func TestValidate(t *testing.T) {
 		}
 		return raw
 	}
-	other := d.path(t, "desktop")
+	other := d.Path(t, "desktop")
 	for _, tc := range []struct {
 		name  string
 		key   string
@@ -117,7 +118,7 @@ func TestValidate(t *testing.T) {
 		{"key-outside-namespace", "/pk" + good.Path.String(), rec.Marshal(), []error{ErrBadRecord}},
 		{"tampered-signature", key, tampered(), []error{ErrBadRecord, caps.ErrBadSignature}},
 		{"signed-by-another-key", key, resign(t, body(func(*recordBody) {}), newHostKey(t)), []error{ErrBadRecord, caps.ErrBadSignature}},
-		{"peer-not-the-certified-host", key, resign(t, body(func(b *recordBody) { b.Peer = evil.rootID.String() }), good.HostKey), []error{ErrBadRecord, caps.ErrWrongHolder}},
+		{"peer-not-the-certified-host", key, resign(t, body(func(b *recordBody) { b.Peer = evil.ID.String() }), good.HostKey), []error{ErrBadRecord, caps.ErrWrongHolder}},
 		{"peer-in-cid-form", key, resign(t, body(func(b *recordBody) { b.Peer = "bafzaajaiaejcb" }), good.HostKey), []error{ErrBadRecord, caps.ErrMalformed}},
 		{"bad-multiaddr", key, resign(t, body(func(b *recordBody) { b.Addrs = [][]byte{{0xff, 0xff}} }), good.HostKey), []error{ErrBadRecord, caps.ErrMalformed}},
 		{"body-version-2", key, resign(t, body(func(b *recordBody) { b.V = 2 }), good.HostKey), []error{ErrBadRecord, caps.ErrUnknownVersion}},
@@ -146,8 +147,8 @@ func TestValidate(t *testing.T) {
 }
 
 func TestSelect(t *testing.T) {
-	d := newTestDomain(t)
-	id, _ := d.member(t, "laptop")
+	d := nettest.NewDomain(t)
+	id, _ := member(t, d, "laptop")
 	v := NewValidator(caps.NewVerifier(), nil)
 	key := RecordKey(id.Path)
 	now := time.Now()
@@ -207,7 +208,7 @@ func storedRecord(t testing.TB, n *Node, key string) (*Record, bool) {
 // publishes records it may not; every honest server refuses to store them,
 // and resolution never returns them.
 func TestRecordRefusedByDHT(t *testing.T) {
-	d, evil := newTestDomain(t), newTestDomain(t)
+	d, evil := nettest.NewDomain(t), nettest.NewDomain(t)
 	honest := newCluster(t, d, nil, "alpha", "beta", "gamma")
 	for _, bad := range badIdentities {
 		if bad.nodeOnly {
@@ -216,13 +217,13 @@ func TestRecordRefusedByDHT(t *testing.T) {
 		t.Run(bad.name, func(t *testing.T) {
 			id := bad.make(t, d, evil, honest[1].id)
 			m := startMalicious(t, id, honest[0].AddrInfo())
-			waitFor(t, 10*time.Second, "a routing table", func() bool { return m.RoutingTableSize() >= len(honest) })
+			nettest.WaitFor(t, 10*time.Second, "a routing table", func() bool { return m.RoutingTableSize() >= len(honest) })
 			key := RecordKey(id.Path)
 			// Its own DHT accepts anything, so PutValue stores the record
 			// locally and sends it to the closest servers, and returns once
 			// they have answered.
 			rec := mustSign(t, id, uint64(time.Now().UnixNano()), time.Now().Add(time.Hour))
-			if err := m.dht.PutValue(ctxTimeout(t, 20*time.Second), key, rec.Marshal()); err != nil {
+			if err := m.dht.PutValue(nettest.Context(t, 20*time.Second), key, rec.Marshal()); err != nil {
 				t.Fatal(err)
 			}
 			if r, ok := storedRecord(t, m, key); !ok || r.Peer != m.ID() {
@@ -233,7 +234,7 @@ func TestRecordRefusedByDHT(t *testing.T) {
 					t.Errorf("%s stored the malicious record", h.Path())
 				}
 			}
-			ctx := ctxTimeout(t, 10*time.Second)
+			ctx := nettest.Context(t, 10*time.Second)
 			honest[2].Invalidate(id.Path)
 			res, err := honest[2].Resolve(ctx, id.Path)
 			switch {
@@ -257,11 +258,11 @@ func TestRecordRefusedByDHT(t *testing.T) {
 // TestStaleSeqRefused: an older record of a path, validly signed, does not
 // replace a newer one, neither locally nor on remote servers.
 func TestStaleSeqRefused(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newCluster(t, d, nil, "a", "b", "c")
 	a := nodes[0]
 	// A permissive node pushes a's stale record to the others.
-	pushID, _ := d.member(t, "pusher")
+	pushID, _ := member(t, d, "pusher")
 	pusher := startMalicious(t, pushID, a.AddrInfo())
 	waitPublished(t, pusher)
 
@@ -272,7 +273,7 @@ func TestStaleSeqRefused(t *testing.T) {
 	if i, err := a.validator.Select(key, [][]byte{stale.Marshal(), mustSign(t, a.id, fresh, pub.Expiry).Marshal()}); err != nil || i != 1 {
 		t.Fatalf("Select = %d, %v; want the higher seq", i, err)
 	}
-	ctx := ctxTimeout(t, 20*time.Second)
+	ctx := nettest.Context(t, 20*time.Second)
 	if err := a.dht.PutValue(ctx, key, stale.Marshal()); err == nil {
 		t.Errorf("local PutValue of a stale record succeeded")
 	}
@@ -323,13 +324,13 @@ func frozenIdentity(t testing.TB) *Identity {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rid := principalID(t, root.PublicKey())
+	rid := nettest.PrincipalID(t, root.PublicKey())
 	p, err := paths.New(rid, "laptop")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	w, err := caps.Issue(ctx, root, nil, principalID(t, node.PublicKey()), p, frozenT0.Add(-time.Hour), frozenT0.Add(365*24*time.Hour))
+	w, err := caps.Issue(ctx, root, nil, nettest.PrincipalID(t, node.PublicKey()), p, frozenT0.Add(-time.Hour), frozenT0.Add(365*24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,12 +10,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/internal/nettest"
 )
 
 func TestResolveColdThenWarm(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newCluster(t, d, nil, "n0", "n1", "n2", "n3", "n4", "n5")
-	ctx := ctxTimeout(t, 30*time.Second)
+	ctx := nettest.Context(t, 30*time.Second)
 	for _, from := range nodes {
 		for _, to := range nodes {
 			if from == to {
@@ -56,12 +57,12 @@ func TestResolveColdThenWarm(t *testing.T) {
 }
 
 func TestResolveNotFound(t *testing.T) {
-	d, other := newTestDomain(t), newTestDomain(t)
+	d, other := nettest.NewDomain(t), nettest.NewDomain(t)
 	nodes := newCluster(t, d, nil, "n0", "n1", "n2")
 	for _, p := range []struct{ name, path string }{
-		{"unknown-name", d.path(t, "nobody").String()},
-		{"unknown-domain", other.path(t, "n0").String()},
-		{"below-a-node", d.path(t, "n1", "svc").String()},
+		{"unknown-name", d.Path(t, "nobody").String()},
+		{"unknown-domain", other.Path(t, "n0").String()},
+		{"below-a-node", d.Path(t, "n1", "svc").String()},
 	} {
 		t.Run(p.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
@@ -83,9 +84,9 @@ func TestResolveNotFound(t *testing.T) {
 // TestResolveExpiredAfterClose: a node's record outlives it by at most
 // its TTL; then resolution says it expired.
 func TestResolveExpiredAfterClose(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newCluster(t, d, nil, "n0", "n1", "n2")
-	id, _ := d.member(t, "brief")
+	id, _ := member(t, d, "brief")
 	cfg := testConfig(nodes[0].AddrInfo())
 	cfg.RecordTTL = 2 * time.Second
 	brief, err := New(context.Background(), id, cfg)
@@ -94,7 +95,7 @@ func TestResolveExpiredAfterClose(t *testing.T) {
 	}
 	serveNode(t, brief)
 	waitPublished(t, brief)
-	ctx := ctxTimeout(t, 30*time.Second)
+	ctx := nettest.Context(t, 30*time.Second)
 	res, err := nodes[1].Resolve(ctx, id.Path)
 	if err != nil || res.Peer != brief.ID() {
 		t.Fatalf("Resolve = %+v, %v", res, err)
@@ -104,7 +105,7 @@ func TestResolveExpiredAfterClose(t *testing.T) {
 	}
 	closed := time.Now()
 	var last error
-	waitFor(t, 15*time.Second, "the record to expire", func() bool {
+	nettest.WaitFor(t, 15*time.Second, "the record to expire", func() bool {
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		_, last = nodes[1].Resolve(lctx, id.Path) // cache entry expires with the record
@@ -125,12 +126,12 @@ func TestResolveExpiredAfterClose(t *testing.T) {
 // TestRestartWithNewPeerID: a node restarted with a fresh host key (a new
 // peer ID) for the same path supersedes its old record.
 func TestRestartWithNewPeerID(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newCluster(t, d, nil, "n0", "n1", "n2")
-	id1, nk := d.member(t, "phone")
+	id1, nk := member(t, d, "phone")
 	old := startNode(t, id1, testConfig(nodes[0].AddrInfo()))
 	waitPublished(t, old)
-	ctx := ctxTimeout(t, 30*time.Second)
+	ctx := nettest.Context(t, 30*time.Second)
 	if res, err := nodes[2].Resolve(ctx, id1.Path); err != nil || res.Peer != old.ID() {
 		t.Fatalf("Resolve = %+v, %v", res, err)
 	}
@@ -165,10 +166,10 @@ func TestRestartWithNewPeerID(t *testing.T) {
 // TestTwoDomains: members of two domains share one DHT, resolve and
 // authenticate each other, and neither can publish for the other's paths.
 func TestTwoDomains(t *testing.T) {
-	da, db := newTestDomain(t), newTestDomain(t)
+	da, db := nettest.NewDomain(t), nettest.NewDomain(t)
 	as := newCluster(t, da, nil, "a0", "a1", "a2")
 	bs := newCluster(t, db, []peer.AddrInfo{as[0].AddrInfo()}, "b0", "b1")
-	ctx := ctxTimeout(t, 30*time.Second)
+	ctx := nettest.Context(t, 30*time.Second)
 	for _, pair := range [][2]*Node{{as[2], bs[1]}, {bs[0], as[1]}, {bs[1], as[2]}} {
 		from, to := pair[0], pair[1]
 		pid, err := from.Connect(ctx, to.Path())
@@ -183,7 +184,7 @@ func TestTwoDomains(t *testing.T) {
 		}
 	}
 	// b1, a genuine member of domain B, claims a path of domain A.
-	target := da.path(t, "a1")
+	target := da.Path(t, "a1")
 	stolen := &Identity{HostKey: bs[1].id.HostKey, Cert: bs[1].id.Cert, Writecap: bs[1].id.Writecap, Path: target}
 	rec := mustSign(t, stolen, uint64(time.Now().UnixNano()), time.Now().Add(time.Hour))
 	key := RecordKey(target)
@@ -191,7 +192,7 @@ func TestTwoDomains(t *testing.T) {
 		t.Fatalf("Validate = %v, want %v", err, caps.ErrRootMismatch)
 	}
 	// The same through the DHT, from a permissive B node.
-	pid, _ := db.member(t, "pusher")
+	pid, _ := member(t, db, "pusher")
 	pusher := startMalicious(t, pid, bs[0].AddrInfo())
 	waitPublished(t, pusher)
 	if err := pusher.dht.PutValue(ctx, key, rec.Marshal()); err != nil {
@@ -211,14 +212,14 @@ func TestTwoDomains(t *testing.T) {
 // TestCacheRefresh: a recently used entry is refreshed in the background
 // before it goes stale, so a republished record reaches warm lookups.
 func TestCacheRefresh(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newCluster(t, d, nil, "n0", "n1")
-	id, _ := d.member(t, "watcher")
+	id, _ := member(t, d, "watcher")
 	cfg := testConfig(nodes[0].AddrInfo())
 	cfg.ResolveRefresh = 600 * time.Millisecond
 	w := startNode(t, id, cfg)
 	waitPublished(t, w)
-	ctx := ctxTimeout(t, 20*time.Second)
+	ctx := nettest.Context(t, 20*time.Second)
 	target := nodes[1]
 	first, err := w.Resolve(ctx, target.Path())
 	if err != nil {
@@ -228,7 +229,7 @@ func TestCacheRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	newSeq := target.Published().Seq
-	waitFor(t, 10*time.Second, "a background refresh", func() bool {
+	nettest.WaitFor(t, 10*time.Second, "a background refresh", func() bool {
 		e := w.cache.peek(target.Path())
 		return e != nil && e.res.Seq == newSeq
 	})
@@ -239,15 +240,15 @@ func TestCacheRefresh(t *testing.T) {
 }
 
 func TestCloseIdempotent(t *testing.T) {
-	d := newTestDomain(t)
-	id, _ := d.member(t, "n0")
+	d := nettest.NewDomain(t)
+	id, _ := member(t, d, "n0")
 	n, err := New(context.Background(), id, testConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- n.Serve(context.Background()) }()
-	waitFor(t, 5*time.Second, "Serve to start", func() bool {
+	nettest.WaitFor(t, 5*time.Second, "Serve to start", func() bool {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		return n.serving
@@ -268,14 +269,14 @@ func TestCloseIdempotent(t *testing.T) {
 	if err := n.Serve(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Serve on a closed node = %v", err)
 	}
-	if _, err := n.Resolve(context.Background(), d.path(t, "n1")); !errors.Is(err, ErrClosed) {
+	if _, err := n.Resolve(context.Background(), d.Path(t, "n1")); !errors.Is(err, ErrClosed) {
 		t.Errorf("Resolve on a closed node = %v", err)
 	}
 }
 
 func TestServeReturnsWhenContextEnds(t *testing.T) {
-	d := newTestDomain(t)
-	id, _ := d.member(t, "n0")
+	d := nettest.NewDomain(t)
+	id, _ := member(t, d, "n0")
 	n, err := New(context.Background(), id, testConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -289,8 +290,8 @@ func TestServeReturnsWhenContextEnds(t *testing.T) {
 }
 
 func TestNewRefusesInvalidIdentity(t *testing.T) {
-	d, evil := newTestDomain(t), newTestDomain(t)
-	good, _ := d.member(t, "laptop")
+	d, evil := nettest.NewDomain(t), nettest.NewDomain(t)
+	good, _ := member(t, d, "laptop")
 	for _, bad := range badIdentities {
 		t.Run(bad.name, func(t *testing.T) {
 			_, err := New(context.Background(), bad.make(t, d, evil, good), testConfig())
@@ -305,11 +306,11 @@ func TestNewRefusesInvalidIdentity(t *testing.T) {
 }
 
 func TestNewIdentity(t *testing.T) {
-	d := newTestDomain(t)
-	nk := newKey(t)
-	p := d.path(t, "laptop")
+	d := nettest.NewDomain(t)
+	nk := nettest.NewKey(t)
+	p := d.Path(t, "laptop")
 	now := time.Now()
-	w := d.grant(t, nk, p, now.Add(-time.Minute), now.Add(time.Hour))
+	w := d.Grant(t, nettest.PrincipalID(t, nk.PublicKey()), p, now.Add(-time.Minute), now.Add(time.Hour))
 	id, err := NewIdentity(context.Background(), nk, w, p, 2*time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -317,10 +318,10 @@ func TestNewIdentity(t *testing.T) {
 	if !id.Expiry().Equal(w.Expiry()) {
 		t.Errorf("Expiry = %v, want the writecap's %v", id.Expiry(), w.Expiry())
 	}
-	if _, err := NewIdentity(context.Background(), newKey(t), w, p, time.Hour); !errors.Is(err, caps.ErrWrongHolder) {
+	if _, err := NewIdentity(context.Background(), nettest.NewKey(t), w, p, time.Hour); !errors.Is(err, caps.ErrWrongHolder) {
 		t.Errorf("identity with another node key: %v", err)
 	}
-	if _, err := NewIdentity(context.Background(), nk, w, d.path(t, "other"), time.Hour); !errors.Is(err, caps.ErrPathNotCovered) {
+	if _, err := NewIdentity(context.Background(), nk, w, d.Path(t, "other"), time.Hour); !errors.Is(err, caps.ErrPathNotCovered) {
 		t.Errorf("identity for an uncovered path: %v", err)
 	}
 	if _, err := NewIdentity(context.Background(), nk, w, p, 0); err == nil {

@@ -17,6 +17,7 @@ import (
 	gossip "github.com/libp2p/go-libp2p-pubsub"
 
 	"blocktree.dev/bt/internal/benchcmp"
+	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/paths"
 )
 
@@ -35,7 +36,7 @@ const benchPayload = 1024
 
 // benchNet is n nodes of one domain, all connected, with queues large
 // enough for the rate ramp.
-func benchNet(b *testing.B, d *testDomain, n int) []*testNode {
+func benchNet(b *testing.B, d *nettest.Domain, n int) []*testNode {
 	b.Helper()
 	start := time.Now()
 	nodes := newTestNet(b, d, Config{rawTopics: true, Buffer: 1 << 14}, names(n)...)
@@ -232,9 +233,9 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 // delivery at all nine subscribers of a 1 KiB message, ours against raw
 // gossipsub on the same mesh. Target: ratio(anchor/ours) ≥ 1/1.2 ≈ 0.83.
 func BenchmarkLatency10Nodes(b *testing.B) {
-	d := newTestDomain(b)
+	d := nettest.NewDomain(b)
 	nodes := benchNet(b, d, 10)
-	ours := oursSide(b, nodes, d.path(b, "n00", "bench"))
+	ours := oursSide(b, nodes, d.Path(b, "n00", "bench"))
 	raw := rawSide(b, nodes, "bench-raw")
 	settle()
 	var os, as []time.Duration
@@ -355,9 +356,9 @@ func (r *ramp) climb(step *int, rate float64) error {
 // ours and raw alternating at each rate, two passes). Target:
 // ratio(ours/anchor) ≥ 0.8.
 func BenchmarkRate10Nodes(b *testing.B) {
-	d := newTestDomain(b)
+	d := nettest.NewDomain(b)
 	nodes := benchNet(b, d, 10)
-	ours := &ramp{s: oursSide(b, nodes, d.path(b, "n00", "rate"))}
+	ours := &ramp{s: oursSide(b, nodes, d.Path(b, "n00", "rate"))}
 	raw := &ramp{s: rawSide(b, nodes, "rate-raw")}
 	settle()
 	step := 1
@@ -418,22 +419,22 @@ func BenchmarkRate10Nodes(b *testing.B) {
 // at the subscriber node (6 against 1), where all but one are dropped as
 // duplicates.
 func BenchmarkFanout(b *testing.B) {
-	dA, dB := newTestDomain(b), newTestDomain(b)
+	dA, dB := nettest.NewDomain(b), nettest.NewDomain(b)
 	cfg := Config{Buffer: 1 << 12}
 	a := newTestNet(b, dA, cfg, "n00", "n01")
 	z := newTestNet(b, dB, cfg, "n00", "n01")
 	connectAll(b, append(slices.Clone(a), z...))
 
-	setup := func(d *testDomain, nodes []*testNode, patterns []string) (func() error, *atomic.Int64) {
-		topic := d.path(b, "n00", "a", "b", "c")
+	setup := func(d *nettest.Domain, nodes []*testNode, patterns []string) (func() error, *atomic.Int64) {
+		topic := d.Path(b, "n00", "a", "b", "c")
 		var subs []*Subscription
 		for _, p := range patterns {
-			subs = append(subs, subscribe(b, nodes[1], d.pattern(b, p)))
+			subs = append(subs, subscribe(b, nodes[1], d.Pattern(b, p)))
 		}
 		ready(b, nodes[0], topic, subs...)
 		for _, p := range patterns[1:] { // wait until the publisher knows every topic's subscriber
-			name, _ := subscribeTopic(d.pattern(b, p))
-			waitFor(b, 10*time.Second, "subscription to "+name, func() bool {
+			name, _ := subscribeTopic(d.Pattern(b, p))
+			nettest.WaitFor(b, 10*time.Second, "subscription to "+name, func() bool {
 				return slices.Contains(nodes[0].ps.gs.ListPeers(name), nodes[1].node.ID())
 			})
 		}

@@ -5,18 +5,15 @@ import (
 	"context"
 	"crypto/ecdh"
 	"fmt"
-	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/tpm/softkey"
@@ -25,82 +22,15 @@ import (
 // Tests run in-process libp2p hosts listening on 127.0.0.1 only, with NAT
 // traversal and mDNS off. Set BT_TEST_LOG=1 to see debug logs.
 
-// testDomain is a root key and the writecaps it issues.
-type testDomain struct {
-	root   *softkey.Key
-	rootID paths.ID
-}
-
-func newTestDomain(t testing.TB) *testDomain {
+// member makes a node of d named name: its identity and node key.
+func member(t testing.TB, d *nettest.Domain, name string) (*p2p.Identity, *softkey.Key) {
 	t.Helper()
-	k := newKey(t)
-	return &testDomain{root: k, rootID: principalID(t, k.PublicKey())}
-}
-
-func newKey(t testing.TB) *softkey.Key {
-	t.Helper()
-	k, err := softkey.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func principalID(t testing.TB, pk crypto.PubKey) paths.ID {
-	t.Helper()
-	id, err := caps.PrincipalID(pk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
-func (d *testDomain) path(t testing.TB, comps ...string) paths.Path {
-	t.Helper()
-	p, err := paths.New(d.rootID, comps...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func (d *testDomain) pattern(t testing.TB, rest string) paths.Pattern {
-	t.Helper()
-	pt, err := paths.ParsePattern("/" + string(d.rootID) + rest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pt
-}
-
-// grant has the root let holder write under prefix for the next day.
-func (d *testDomain) grant(t testing.TB, holder caps.Signer, prefix paths.Path) *caps.Writecap {
-	t.Helper()
-	now := time.Now()
-	w, err := caps.Issue(context.Background(), d.root, nil, principalID(t, holder.PublicKey()), prefix, now.Add(-time.Hour), now.Add(24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
-
-// member makes a node key, a writecap for /<root>/<name> and an identity.
-func (d *testDomain) member(t testing.TB, name string) (*p2p.Identity, *softkey.Key) {
-	t.Helper()
-	nk := newKey(t)
-	p := d.path(t, name)
-	id, err := p2p.NewIdentity(context.Background(), nk, d.grant(t, nk, p), p, 24*time.Hour)
+	nk, p, w := d.Member(t, name)
+	id, err := p2p.NewIdentity(context.Background(), nk, w, p, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return id, nk
-}
-
-func testLogger() *slog.Logger {
-	if os.Getenv("BT_TEST_LOG") == "" {
-		return nil
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // testNode is one node of a test network: its p2p node, node key and
@@ -120,11 +50,11 @@ func (n *testNode) path() paths.Path { return n.id.Path }
 // completed with the node's key agreement), connects every pair directly
 // and waits until every node has verified every other's path. Everything
 // is closed at cleanup, PubSub before node.
-func newTestNet(t testing.TB, d *testDomain, cfg Config, names ...string) []*testNode {
+func newTestNet(t testing.TB, d *nettest.Domain, cfg Config, names ...string) []*testNode {
 	t.Helper()
 	var nodes []*testNode
 	for _, name := range names {
-		id, key := d.member(t, name)
+		id, key := member(t, d, name)
 		nodes = append(nodes, startTestNode(t, name, id, key, cfg))
 	}
 	connectAll(t, nodes)
@@ -138,7 +68,7 @@ func startTestNode(t testing.TB, name string, id *p2p.Identity, key *softkey.Key
 		Listen:    []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
 		Loopback:  true,
 		RecordTTL: time.Minute,
-		Log:       testLogger(),
+		Log:       nettest.Logger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +77,7 @@ func startTestNode(t testing.TB, name string, id *p2p.Identity, key *softkey.Key
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- node.Serve(context.Background()) }()
 	if cfg.Log == nil {
-		cfg.Log = testLogger()
+		cfg.Log = nettest.Logger()
 	}
 	cfg.Decapsulate = func(ctx context.Context, eph *ecdh.PublicKey) ([]byte, error) {
 		n.decap.Add(1)
@@ -182,7 +112,7 @@ func startTestNode(t testing.TB, name string, id *p2p.Identity, key *softkey.Key
 // verified the other's path.
 func connectAll(t testing.TB, nodes []*testNode) {
 	t.Helper()
-	ctx := ctxTimeout(t, 30*time.Second)
+	ctx := nettest.Context(t, 30*time.Second)
 	for i, a := range nodes {
 		for _, b := range nodes[i+1:] {
 			if err := a.node.Host().Connect(ctx, b.node.AddrInfo()); err != nil {
@@ -190,7 +120,7 @@ func connectAll(t testing.TB, nodes []*testNode) {
 			}
 		}
 	}
-	waitFor(t, 20*time.Second, "paths verified", func() bool {
+	nettest.WaitFor(t, 20*time.Second, "paths verified", func() bool {
 		for _, a := range nodes {
 			for _, b := range nodes {
 				if a == b {
@@ -203,25 +133,6 @@ func connectAll(t testing.TB, nodes []*testNode) {
 		}
 		return true
 	})
-}
-
-// waitFor polls cond every 20ms until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func ctxTimeout(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func subscribe(t testing.TB, n *testNode, pt paths.Pattern) *Subscription {
@@ -242,7 +153,7 @@ var probePrefix = []byte("\x00probe")
 // involved have formed. Probes still in flight are skipped by recv.
 func ready(t testing.TB, pub *testNode, topic paths.Path, subs ...*Subscription) {
 	t.Helper()
-	ctx := ctxTimeout(t, 30*time.Second)
+	ctx := nettest.Context(t, 30*time.Second)
 	got := make([]bool, len(subs))
 	for {
 		if err := pub.ps.Publish(ctx, topic, probePrefix); err != nil {

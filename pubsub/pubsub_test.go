@@ -13,6 +13,7 @@ import (
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/internal/canon"
+	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/paths"
 )
 
@@ -21,10 +22,10 @@ import (
 // once, with the publisher's verified path and its increasing seq; the
 // others receive nothing.
 func TestDeliverOnceToEveryMatchingSubscriber(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newTestNet(t, d, Config{}, names(5)...)
 	pub := nodes[0]
-	topic := d.path(t, "n00", "sensors", "temp")
+	topic := d.Path(t, "n00", "sensors", "temp")
 	type want struct {
 		node  *testNode
 		sub   *Subscription
@@ -32,7 +33,7 @@ func TestDeliverOnceToEveryMatchingSubscriber(t *testing.T) {
 	}
 	var subs []want
 	add := func(n *testNode, pattern string, match bool) {
-		subs = append(subs, want{n, subscribe(t, n, d.pattern(t, pattern)), match})
+		subs = append(subs, want{n, subscribe(t, n, d.Pattern(t, pattern)), match})
 	}
 	add(nodes[1], "/n00/sensors/temp", true) // literal: the exact topic
 	add(nodes[2], "/n00/...", true)          // subtree of the publisher
@@ -51,7 +52,7 @@ func TestDeliverOnceToEveryMatchingSubscriber(t *testing.T) {
 	ready(t, pub, topic, matching...)
 
 	const k = 20
-	ctx := ctxTimeout(t, 30*time.Second)
+	ctx := nettest.Context(t, 30*time.Second)
 	for i := range k {
 		if err := pub.ps.Publish(ctx, topic, fmt.Appendf(nil, "m-%02d", i)); err != nil {
 			t.Fatal(err)
@@ -96,14 +97,14 @@ func TestDeliverOnceToEveryMatchingSubscriber(t *testing.T) {
 // every node that receives the message refuses it, none forwards or
 // delivers it, and the sender's score falls until it is graylisted.
 func TestPublishWithoutWritecapReachesNobody(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newTestNet(t, d, Config{}, names(4)...)
-	id, key := d.member(t, "mallory")
+	id, key := member(t, d, "mallory")
 	mallory := startTestNode(t, "mallory", id, key, Config{unchecked: true})
 	connectAll(t, append(nodes, mallory))
 
-	topic := d.path(t, "n00", "events")
-	ctx := ctxTimeout(t, 30*time.Second)
+	topic := d.Path(t, "n00", "events")
+	ctx := nettest.Context(t, 30*time.Second)
 	err := nodes[1].ps.Publish(ctx, topic, []byte("not mine"))
 	if !errors.Is(err, ErrDenied) || !errors.Is(err, caps.ErrPathNotCovered) {
 		t.Fatalf("publishing under another node's path: got %v, want ErrDenied and ErrPathNotCovered", err)
@@ -111,13 +112,13 @@ func TestPublishWithoutWritecapReachesNobody(t *testing.T) {
 
 	var subs []*Subscription
 	for _, n := range nodes[1:] {
-		subs = append(subs, subscribe(t, n, d.pattern(t, "/n00/...")))
+		subs = append(subs, subscribe(t, n, d.Pattern(t, "/n00/...")))
 	}
 	ready(t, nodes[0], topic, subs...)
 	// Mallory must know of the subscriptions, or its messages would go to
 	// no one for want of subscribers rather than be refused.
-	name := subtreeTopic(d.path(t, "n00"))
-	waitFor(t, 10*time.Second, "mallory to learn of the subscriptions", func() bool {
+	name := subtreeTopic(d.Path(t, "n00"))
+	nettest.WaitFor(t, 10*time.Second, "mallory to learn of the subscriptions", func() bool {
 		ps := mallory.ps.gs.ListPeers(name)
 		return slices.Contains(ps, nodes[1].node.ID()) && slices.Contains(ps, nodes[2].node.ID()) && slices.Contains(ps, nodes[3].node.ID())
 	})
@@ -129,7 +130,7 @@ func TestPublishWithoutWritecapReachesNobody(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "honest nodes to refuse the spam", func() bool {
+	nettest.WaitFor(t, 10*time.Second, "honest nodes to refuse the spam", func() bool {
 		for _, n := range nodes[1:] {
 			if n.ps.Stats().Rejected == 0 {
 				return false
@@ -142,7 +143,7 @@ func TestPublishWithoutWritecapReachesNobody(t *testing.T) {
 			t.Fatalf("%s received %d messages from a peer without a writecap, first %q", nodes[i+1].name, len(got), got[0].Payload)
 		}
 	}
-	waitFor(t, 10*time.Second, "mallory graylisted by every subscriber", func() bool {
+	nettest.WaitFor(t, 10*time.Second, "mallory graylisted by every subscriber", func() bool {
 		for _, n := range nodes[1:] {
 			if n.ps.PeerScores()[mallory.node.ID()] >= graylistThreshold {
 				return false
@@ -172,21 +173,21 @@ func TestPublishWithoutWritecapReachesNobody(t *testing.T) {
 // /<r>/n00 itself and to topics at several depths below it, and nothing
 // from elsewhere.
 func TestEllipsisReceivesWholeSubtree(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newTestNet(t, d, Config{}, names(3)...)
-	s := subscribe(t, nodes[2], d.pattern(t, "/n00/..."))
-	ready(t, nodes[0], d.path(t, "n00"), s)
-	ready(t, nodes[1], d.path(t, "n01"), subscribe(t, nodes[2], d.pattern(t, "/n01")))
+	s := subscribe(t, nodes[2], d.Pattern(t, "/n00/..."))
+	ready(t, nodes[0], d.Path(t, "n00"), s)
+	ready(t, nodes[1], d.Path(t, "n01"), subscribe(t, nodes[2], d.Pattern(t, "/n01")))
 
-	ctx := ctxTimeout(t, 30*time.Second)
-	topics := []paths.Path{d.path(t, "n00"), d.path(t, "n00", "a"), d.path(t, "n00", "a", "b"),
-		d.path(t, "n00", "a", "b", "c"), d.path(t, "n00", "z")}
+	ctx := nettest.Context(t, 30*time.Second)
+	topics := []paths.Path{d.Path(t, "n00"), d.Path(t, "n00", "a"), d.Path(t, "n00", "a", "b"),
+		d.Path(t, "n00", "a", "b", "c"), d.Path(t, "n00", "z")}
 	for _, p := range topics {
 		if err := nodes[0].ps.Publish(ctx, p, []byte(p.String())); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := nodes[1].ps.Publish(ctx, d.path(t, "n01", "a"), []byte("elsewhere")); err != nil {
+	if err := nodes[1].ps.Publish(ctx, d.Path(t, "n01", "a"), []byte("elsewhere")); err != nil {
 		t.Fatal(err)
 	}
 	got := make(map[string]bool)
@@ -205,7 +206,7 @@ func TestEllipsisReceivesWholeSubtree(t *testing.T) {
 // TestStarMatchesOneLevel: "*" matches exactly one component, neither the
 // path above nor paths deeper.
 func TestStarMatchesOneLevel(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newTestNet(t, d, Config{}, names(2)...)
 	pub := nodes[0]
 	cases := []struct {
@@ -219,7 +220,7 @@ func TestStarMatchesOneLevel(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.pattern, func(t *testing.T) {
-			s := subscribe(t, nodes[1], d.pattern(t, c.pattern))
+			s := subscribe(t, nodes[1], d.Pattern(t, c.pattern))
 			path := func(rel string) paths.Path {
 				if rel == "" {
 					return pub.path()
@@ -231,7 +232,7 @@ func TestStarMatchesOneLevel(t *testing.T) {
 				return p
 			}
 			ready(t, pub, path(c.want[0]), s)
-			ctx := ctxTimeout(t, 30*time.Second)
+			ctx := nettest.Context(t, 30*time.Second)
 			for _, rel := range append(append([]string(nil), c.not...), c.want...) {
 				if err := pub.ps.Publish(ctx, path(rel), []byte(rel)); err != nil {
 					t.Fatal(err)
@@ -258,17 +259,17 @@ func TestStarMatchesOneLevel(t *testing.T) {
 // gets Readable=false and no payload, the key is unwrapped once per key
 // (not per message), and a new reader set rotates the key.
 func TestConfidentialTopic(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newTestNet(t, d, Config{}, names(4)...)
 	pub, alice, eve, bob := nodes[0], nodes[1], nodes[2], nodes[3]
-	topic := d.path(t, "n00", "secret")
-	pt := d.pattern(t, "/n00/secret")
+	topic := d.Path(t, "n00", "secret")
+	pt := d.Pattern(t, "/n00/secret")
 	subs := map[*testNode]*Subscription{}
 	for _, n := range nodes {
 		subs[n] = subscribe(t, n, pt)
 	}
 	ready(t, pub, topic, subs[alice], subs[eve], subs[bob], subs[pub])
-	ctx := ctxTimeout(t, 30*time.Second)
+	ctx := nettest.Context(t, 30*time.Second)
 
 	expect := func(n *testNode, payload string, readable bool) {
 		t.Helper()
@@ -326,27 +327,27 @@ func TestConfidentialTopic(t *testing.T) {
 // and on two subtree topics this node subscribes to; each Subscription
 // gets it once, and the extra copies are counted as duplicates.
 func TestDuplicatesAcrossTopics(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newTestNet(t, d, Config{}, names(2)...)
 	pub, sub := nodes[0], nodes[1]
-	topic := d.path(t, "n00", "a", "b")
+	topic := d.Path(t, "n00", "a", "b")
 	patterns := []string{"/n00/a/b", "/n00/a/...", "/n00/*/b", "/n00/..."} // exact, /n00/a/..., /n00/... twice
 	var subs []*Subscription
 	for _, p := range patterns {
-		subs = append(subs, subscribe(t, sub, d.pattern(t, p)))
+		subs = append(subs, subscribe(t, sub, d.Pattern(t, p)))
 	}
 	ready(t, pub, topic, subs...)
 	// The probes may all have come by the exact topic, before the
 	// publisher learnt of the subtree subscriptions: wait for those.
-	for _, name := range []string{subtreeTopic(d.path(t, "n00", "a")), subtreeTopic(d.path(t, "n00"))} {
-		waitFor(t, 10*time.Second, "subscription to "+name, func() bool {
+	for _, name := range []string{subtreeTopic(d.Path(t, "n00", "a")), subtreeTopic(d.Path(t, "n00"))} {
+		nettest.WaitFor(t, 10*time.Second, "subscription to "+name, func() bool {
 			return slices.Contains(pub.ps.gs.ListPeers(name), sub.node.ID())
 		})
 	}
 	pub.ps.forgetPeerChecks()
 	quiet(subs[0], 200*time.Millisecond) // probes in flight
 	before, pubBefore := sub.ps.Stats(), pub.ps.Stats()
-	ctx := ctxTimeout(t, 30*time.Second)
+	ctx := nettest.Context(t, 30*time.Second)
 	const k = 5
 	for i := range k {
 		if err := pub.ps.Publish(ctx, topic, fmt.Appendf(nil, "once %d", i)); err != nil {
@@ -381,11 +382,11 @@ func TestDuplicatesAcrossTopics(t *testing.T) {
 // TestOversized: a publication whose encoding exceeds MaxMessage is refused
 // locally, and the validator refuses one that was sent anyway.
 func TestOversized(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newTestNet(t, d, Config{MaxMessage: 4096}, "n00")
 	n := nodes[0]
-	ctx := ctxTimeout(t, 10*time.Second)
-	topic := d.path(t, "n00", "big")
+	ctx := nettest.Context(t, 10*time.Second)
+	topic := d.Path(t, "n00", "big")
 	if err := n.ps.Publish(ctx, topic, make([]byte, 2048)); err != nil {
 		t.Fatalf("2 KiB: %v", err)
 	}
@@ -405,7 +406,7 @@ func TestOversized(t *testing.T) {
 	}
 	var readers []crypto.PubKey
 	for range MaxReaders + 1 {
-		readers = append(readers, newKey(t).PublicKey())
+		readers = append(readers, nettest.NewKey(t).PublicKey())
 	}
 	if err := n.ps.Publish(ctx, topic, nil, WithReaders(readers...)); !errors.Is(err, ErrReaders) {
 		t.Fatalf("%d readers: got %v, want ErrReaders", len(readers), err)
@@ -419,7 +420,7 @@ func TestOversized(t *testing.T) {
 }
 
 func TestSubscribePatterns(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	n := newTestNet(t, d, Config{}, "n00")[0]
 	ctx := context.Background()
 	for _, pt := range []paths.Pattern{{}, paths.MustParsePattern("/*/a"), paths.MustParsePattern("/*/...")} {
@@ -428,15 +429,15 @@ func TestSubscribePatterns(t *testing.T) {
 		}
 	}
 	cases := map[string]string{
-		"/n00":       exactTopic(d.path(t, "n00")),
-		"/n00/a/b":   exactTopic(d.path(t, "n00", "a", "b")),
-		"/n00/...":   subtreeTopic(d.path(t, "n00")),
-		"/*":         subtreeTopic(d.path(t)),
-		"/n00/*/b":   subtreeTopic(d.path(t, "n00")),
-		"/n00/a/*/c": subtreeTopic(d.path(t, "n00", "a")),
+		"/n00":       exactTopic(d.Path(t, "n00")),
+		"/n00/a/b":   exactTopic(d.Path(t, "n00", "a", "b")),
+		"/n00/...":   subtreeTopic(d.Path(t, "n00")),
+		"/*":         subtreeTopic(d.Path(t)),
+		"/n00/*/b":   subtreeTopic(d.Path(t, "n00")),
+		"/n00/a/*/c": subtreeTopic(d.Path(t, "n00", "a")),
 	}
 	for p, want := range cases {
-		if got, err := subscribeTopic(d.pattern(t, p)); err != nil || got != want {
+		if got, err := subscribeTopic(d.Pattern(t, p)); err != nil || got != want {
 			t.Errorf("%s: topic %q, %v; want %q", p, got, err, want)
 		}
 	}
@@ -445,9 +446,9 @@ func TestSubscribePatterns(t *testing.T) {
 // TestTopicMapping checks the publication topics of a path and which
 // topics may carry it.
 func TestTopicMapping(t *testing.T) {
-	d := newTestDomain(t)
-	p := d.path(t, "a", "b")
-	want := []string{exactTopic(p), subtreeTopic(p), subtreeTopic(d.path(t, "a")), subtreeTopic(d.path(t))}
+	d := nettest.NewDomain(t)
+	p := d.Path(t, "a", "b")
+	want := []string{exactTopic(p), subtreeTopic(p), subtreeTopic(d.Path(t, "a")), subtreeTopic(d.Path(t))}
 	got := publishTopics(p)
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("publishTopics(%s) = %v, want %v", p, got, want)
@@ -461,8 +462,8 @@ func TestTopicMapping(t *testing.T) {
 			t.Errorf("parseTopic(%q) = %s, %v", name, q, ok)
 		}
 	}
-	for _, name := range []string{exactTopic(d.path(t, "a")), subtreeTopic(d.path(t, "a", "b", "c")),
-		exactTopic(d.path(t, "a", "b", "c")), subtreeTopic(d.path(t, "ab")), "/blocktree/pubsub/1", "other",
+	for _, name := range []string{exactTopic(d.Path(t, "a")), subtreeTopic(d.Path(t, "a", "b", "c")),
+		exactTopic(d.Path(t, "a", "b", "c")), subtreeTopic(d.Path(t, "ab")), "/blocktree/pubsub/1", "other",
 		TopicPrefix + "/not-an-id/a", TopicPrefix + p.String() + "/", TopicPrefix + p.String() + "/*"} {
 		if topicCarries(name, p) {
 			t.Errorf("%q carries %s", name, p)
@@ -470,27 +471,27 @@ func TestTopicMapping(t *testing.T) {
 	}
 	// Every pattern's topic carries every path the pattern matches.
 	for _, pt := range []string{"/a/b", "/a/...", "/*/b", "/a/*", "/...", "/*"} {
-		name, err := subscribeTopic(d.pattern(t, pt))
+		name, err := subscribeTopic(d.Pattern(t, pt))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.pattern(t, pt).Match(p) && !topicCarries(name, p) {
+		if d.Pattern(t, pt).Match(p) && !topicCarries(name, p) {
 			t.Errorf("%s matches %s but its topic %s does not carry it", pt, p, name)
 		}
 	}
 }
 
 func TestLifecycle(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newTestNet(t, d, Config{}, names(2)...)
 	n := nodes[0]
-	s := subscribe(t, n, d.pattern(t, "/n00/x"))
+	s := subscribe(t, n, d.Pattern(t, "/n00/x"))
 	s.Cancel()
 	s.Cancel()
 	if _, err := s.Next(context.Background()); !errors.Is(err, ErrCanceled) {
 		t.Fatalf("Next after Cancel: %v", err)
 	}
-	s2 := subscribe(t, n, d.pattern(t, "/n00/x"))
+	s2 := subscribe(t, n, d.Pattern(t, "/n00/x"))
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := s2.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -505,10 +506,10 @@ func TestLifecycle(t *testing.T) {
 	if _, err := s2.Next(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Next after Close: %v", err)
 	}
-	if err := n.ps.Publish(context.Background(), d.path(t, "n00", "x"), nil); !errors.Is(err, ErrClosed) {
+	if err := n.ps.Publish(context.Background(), d.Path(t, "n00", "x"), nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Publish after Close: %v", err)
 	}
-	if _, err := n.ps.Subscribe(context.Background(), d.pattern(t, "/n00/x")); !errors.Is(err, ErrClosed) {
+	if _, err := n.ps.Subscribe(context.Background(), d.Pattern(t, "/n00/x")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Subscribe after Close: %v", err)
 	}
 	s2.Cancel()
@@ -517,20 +518,20 @@ func TestLifecycle(t *testing.T) {
 // TestAddGrant: a node publishes outside its own subtree with a writecap
 // it was granted; subscribers see its node path as From.
 func TestAddGrant(t *testing.T) {
-	d := newTestDomain(t)
+	d := nettest.NewDomain(t)
 	nodes := newTestNet(t, d, Config{}, names(2)...)
 	pub, sub := nodes[0], nodes[1]
-	topic := d.path(t, "shared", "board")
-	ctx := ctxTimeout(t, 30*time.Second)
+	topic := d.Path(t, "shared", "board")
+	ctx := nettest.Context(t, 30*time.Second)
 	if err := pub.ps.Publish(ctx, topic, []byte("x")); !errors.Is(err, ErrDenied) {
 		t.Fatalf("before the grant: %v", err)
 	}
-	pub.ps.AddGrant(d.grant(t, sub.key, d.path(t, "shared"))) // held by another key: unusable
+	pub.ps.AddGrant(d.GrantDay(t, nettest.PrincipalID(t, sub.key.PublicKey()), d.Path(t, "shared"))) // held by another key: unusable
 	if err := pub.ps.Publish(ctx, topic, []byte("x")); !errors.Is(err, ErrDenied) || !errors.Is(err, caps.ErrWrongHolder) {
 		t.Fatalf("with another node's grant: %v", err)
 	}
-	pub.ps.AddGrant(d.grant(t, pub.key, d.path(t, "shared")))
-	s := subscribe(t, sub, d.pattern(t, "/shared/..."))
+	pub.ps.AddGrant(d.GrantDay(t, nettest.PrincipalID(t, pub.key.PublicKey()), d.Path(t, "shared")))
+	s := subscribe(t, sub, d.Pattern(t, "/shared/..."))
 	ready(t, pub, topic, s)
 	if err := pub.ps.Publish(ctx, topic, []byte("granted")); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/internal/canon"
+	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/tpm"
 	"blocktree.dev/bt/tpm/softkey"
@@ -77,7 +78,7 @@ type fixture struct {
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	fx := &fixture{root: seedKey(t, 1), node: seedKey(t, 2), reader: seedKey(t, 4), host: seedHostKey(t, 3)}
-	fx.rootID = principalID(t, fx.root.PublicKey())
+	fx.rootID = nettest.PrincipalID(t, fx.root.PublicKey())
 	fx.hostID, _ = peer.IDFromPrivateKey(fx.host)
 	fx.path = fx.p(t, "node")
 	fx.nodeCap = fx.issue(t, fx.node, fx.path, frozenNow.Add(-time.Hour), frozenNow.AddDate(1, 0, 0))
@@ -96,7 +97,7 @@ func (fx *fixture) p(t testing.TB, comps ...string) paths.Path {
 
 func (fx *fixture) issue(t testing.TB, holder caps.Signer, prefix paths.Path, nbf, exp time.Time) *caps.Writecap {
 	t.Helper()
-	w, err := caps.Issue(context.Background(), fx.root, nil, principalID(t, holder.PublicKey()), prefix, nbf, exp)
+	w, err := caps.Issue(context.Background(), fx.root, nil, nettest.PrincipalID(t, holder.PublicKey()), prefix, nbf, exp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +164,8 @@ func TestCheck(t *testing.T) {
 		}},
 		{name: "node-cap-from-another-root", edit: func(e *envelope) {
 			now := frozenNow
-			w, err := caps.Issue(context.Background(), evil, nil, principalID(t, fx.node.PublicKey()),
-				mustPath(t, principalID(t, evil.PublicKey()), "node"), now.Add(-time.Hour), now.Add(time.Hour))
+			w, err := caps.Issue(context.Background(), evil, nil, nettest.PrincipalID(t, fx.node.PublicKey()),
+				mustPath(t, nettest.PrincipalID(t, evil.PublicKey()), "node"), now.Add(-time.Hour), now.Add(time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -243,7 +244,7 @@ func TestCheck(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if in.from != fx.path || in.publisher != fx.hostID || in.node != principalID(t, fx.node.PublicKey()) {
+				if in.from != fx.path || in.publisher != fx.hostID || in.node != nettest.PrincipalID(t, fx.node.PublicKey()) {
 					t.Fatalf("accepted as %+v", in)
 				}
 				return
@@ -282,7 +283,7 @@ func TestFrozenMessages(t *testing.T) {
 	plain := mustEncode(t, fx.envelope(topic))
 	if os.Getenv("BT_WRITE_FROZEN") == "1" {
 		e := fx.envelope(topic)
-		s := newSealer(newOpener(principalID(t, fx.node.PublicKey()), nil, nil))
+		s := newSealer(newOpener(nettest.PrincipalID(t, fx.node.PublicKey()), nil, nil))
 		var err error
 		if e.sealed, err = s.seal(topic, e.seq, []byte("frozen secret"), []crypto.PubKey{fx.reader.PublicKey()}); err != nil {
 			t.Fatal(err)
@@ -318,12 +319,12 @@ func TestFrozenMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := newOpener(principalID(t, fx.reader.PublicKey()), fx.reader.ECDH, newChecker(t, frozenNow).log)
+	o := newOpener(nettest.PrincipalID(t, fx.reader.PublicKey()), fx.reader.ECDH, newChecker(t, frozenNow).log)
 	pt, ok := o.open(context.Background(), in)
 	if !ok || string(pt) != "frozen secret" {
 		t.Fatalf("frozen sealed message opened to %q, %v", pt, ok)
 	}
-	nobody := newOpener(principalID(t, fx.root.PublicKey()), fx.root.ECDH, ps.log)
+	nobody := newOpener(nettest.PrincipalID(t, fx.root.PublicKey()), fx.root.ECDH, ps.log)
 	if _, ok := nobody.open(context.Background(), in); ok {
 		t.Fatal("a non-reader opened the frozen sealed message")
 	}
@@ -334,7 +335,7 @@ func TestFrozenMessages(t *testing.T) {
 func TestSealedHidesPayload(t *testing.T) {
 	fx := newFixture(t)
 	topic := fx.p(t, "node", "x")
-	o := newOpener(principalID(t, fx.node.PublicKey()), nil, newChecker(t, frozenNow).log)
+	o := newOpener(nettest.PrincipalID(t, fx.node.PublicKey()), nil, newChecker(t, frozenNow).log)
 	s := newSealer(o)
 	payload := bytes.Repeat([]byte("secret!"), 20)
 	sealed, err := s.seal(topic, 7, payload, []crypto.PubKey{fx.reader.PublicKey()})
@@ -358,7 +359,7 @@ func TestSealedHidesPayload(t *testing.T) {
 		t.Fatal("key not kept for the same readers, or kept for others")
 	}
 	// The publisher reads its own messages without any key agreement.
-	in := &inbound{envelope: e, node: principalID(t, fx.node.PublicKey())}
+	in := &inbound{envelope: e, node: nettest.PrincipalID(t, fx.node.PublicKey())}
 	if pt, ok := o.open(context.Background(), in); !ok || !bytes.Equal(pt, payload) {
 		t.Fatal("the publisher cannot read its own message")
 	}
@@ -402,14 +403,14 @@ func p2pID(fx *fixture) peer.ID {
 func TestOpenerCachesAndRetries(t *testing.T) {
 	fx := newFixture(t)
 	topic := fx.p(t, "node", "x")
-	s := newSealer(newOpener(principalID(t, fx.node.PublicKey()), nil, nil))
+	s := newSealer(newOpener(nettest.PrincipalID(t, fx.node.PublicKey()), nil, nil))
 	sealed, err := s.seal(topic, 1, []byte("secret"), []crypto.PubKey{fx.reader.PublicKey()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := &inbound{envelope: &envelope{topic: topic, seq: 1, from: fx.path, sealed: sealed}, node: principalID(t, fx.node.PublicKey())}
+	in := &inbound{envelope: &envelope{topic: topic, seq: 1, from: fx.path, sealed: sealed}, node: nettest.PrincipalID(t, fx.node.PublicKey())}
 	calls, fail := 0, true
-	o := newOpener(principalID(t, fx.reader.PublicKey()), func(ctx context.Context, eph *ecdh.PublicKey) ([]byte, error) {
+	o := newOpener(nettest.PrincipalID(t, fx.reader.PublicKey()), func(ctx context.Context, eph *ecdh.PublicKey) ([]byte, error) {
 		calls++
 		if fail {
 			return nil, fmt.Errorf("test: %w", tpm.ErrUnavailable)
