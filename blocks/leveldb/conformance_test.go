@@ -1,0 +1,12 @@
+package leveldb
+
+import (
+	"testing"
+
+	"blocktree.dev/bt/blocks"
+	"blocktree.dev/bt/blocks/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) blocks.Store { return newTestStore(t, t.TempDir()) })
+}

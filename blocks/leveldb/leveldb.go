@@ -1,0 +1,656 @@
+// Package leveldb is a durable blocks.Store on local disk: a goleveldb
+// index (CID → location and size, plus counters) with small blocks kept
+// inline in goleveldb and large blocks kept as one file each in sharded
+// directories. See docs/blockstore.md for the layout, the record formats,
+// the durability protocol and the measurements behind InlineThreshold.
+//
+// Put is durable when it returns: block files are fsynced and renamed into
+// place (and their directory fsynced) before the index entry is written
+// with a synced goleveldb batch, so after a crash no half-written block is
+// visible. Open removes temporary and orphaned block files. Get verifies
+// every block against its CID. A Store is safe for concurrent use.
+package leveldb
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"iter"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/ipfs/go-cid"
+	"github.com/syndtr/goleveldb/leveldb"
+	ldberrors "github.com/syndtr/goleveldb/leveldb/errors"
+	"github.com/syndtr/goleveldb/leveldb/opt"
+	"github.com/syndtr/goleveldb/leveldb/util"
+
+	"blocktree.dev/bt/blocks"
+)
+
+// DefaultInlineThreshold is the largest block kept inline in goleveldb;
+// larger blocks are files. See docs/blockstore.md for the measurements.
+const DefaultInlineThreshold = 16 << 10
+
+// formatVersion is the on-disk format; Open refuses other versions.
+const formatVersion = 1
+
+// Index keys.
+var (
+	keyVersion   = []byte("m/version")
+	keyCount     = []byte("m/count")
+	keyBytes     = []byte("m/bytes")
+	prefixBlock  = []byte("b/")
+	recordInline = byte(0)
+	recordFile   = byte(1)
+)
+
+// Directory names under the store's root.
+const (
+	dirIndex = "index"
+	dirBlobs = "blobs"
+	dirTmp   = "tmp"
+	// fileReserve holds space for the index: when the disk is full, Delete
+	// frees it so that goleveldb can log the deletion, and Put restores it
+	// before storing anything.
+	fileReserve = "reserve"
+	reserveSize = 256 << 10
+)
+
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	quota  int64
+	inline int
+}
+
+// WithQuota bounds the total bytes of stored blocks; a Put that would pass
+// it fails with an error wrapping blocks.ErrNoSpace. Zero means no quota.
+func WithQuota(bytes int64) Option { return func(c *config) { c.quota = bytes } }
+
+// WithInlineThreshold sets the largest block kept inline in goleveldb
+// (default DefaultInlineThreshold). Changing it between opens is safe:
+// each index record says where its block lives.
+func WithInlineThreshold(n int) Option { return func(c *config) { c.inline = n } }
+
+// Store is a durable blocks.Store. It is safe for concurrent use.
+type Store struct {
+	dir string
+	cfg config
+	db  *leveldb.DB
+
+	// closeMu guards closed; operations hold it for reading while they
+	// run so Close waits for them.
+	closeMu sync.RWMutex
+	closed  bool
+
+	// headroom is indexHeadroom; tests set 0 (no free-space check) to
+	// reach the OS's ENOSPC.
+	headroom uint64
+
+	// writeMu serialises Put and Delete so the counters and the
+	// file/index pairs stay consistent.
+	writeMu sync.Mutex
+}
+
+var _ blocks.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the store in dir, removes temporary
+// files and block files that no index entry names, and refuses an index
+// of an unknown format version.
+func Open(dir string, opts ...Option) (*Store, error) {
+	cfg := config{inline: DefaultInlineThreshold}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, dirBlobs), filepath.Join(dir, dirTmp)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("blocks/leveldb: open: %w", mapErr(err))
+		}
+	}
+	db, err := openIndex(filepath.Join(dir, dirIndex))
+	if err != nil {
+		return nil, fmt.Errorf("blocks/leveldb: open index: %w", mapErr(err))
+	}
+	s := &Store{dir: dir, cfg: cfg, db: db, headroom: indexHeadroom}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.ensureReserve() // best effort; Put retries
+	return s, nil
+}
+
+func (s *Store) init() error {
+	v, err := s.db.Get(keyVersion, nil)
+	switch {
+	case errors.Is(err, leveldb.ErrNotFound):
+		b := new(leveldb.Batch)
+		b.Put(keyVersion, []byte{formatVersion})
+		b.Put(keyCount, u64(0))
+		b.Put(keyBytes, u64(0))
+		if err := s.db.Write(b, &opt.WriteOptions{Sync: true}); err != nil {
+			return fmt.Errorf("blocks/leveldb: init index: %w", mapErr(err))
+		}
+	case err != nil:
+		return fmt.Errorf("blocks/leveldb: read version: %w", mapErr(err))
+	case len(v) != 1 || v[0] != formatVersion:
+		return fmt.Errorf("blocks/leveldb: unsupported format version %x", v)
+	}
+	return s.recover()
+}
+
+// recover removes temporary files and block files with no index entry:
+// leftovers of a crash during Put (before the index entry) or Delete
+// (after the index entry was removed).
+func (s *Store) recover() error {
+	tmp := filepath.Join(s.dir, dirTmp)
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		return fmt.Errorf("blocks/leveldb: recover: %w", err)
+	}
+	for _, e := range ents {
+		os.Remove(filepath.Join(tmp, e.Name()))
+	}
+	return filepath.WalkDir(filepath.Join(s.dir, dirBlobs), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		c, err := cid.Decode(d.Name())
+		if err != nil {
+			return nil // not ours; leave it
+		}
+		rec, err := s.db.Get(blockKey(c), nil)
+		if err == nil && len(rec) >= 2 && rec[1] == recordFile {
+			return nil
+		}
+		if err != nil && !errors.Is(err, leveldb.ErrNotFound) {
+			return fmt.Errorf("blocks/leveldb: recover: %w", err)
+		}
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("blocks/leveldb: recover: %w", err)
+		}
+		return nil
+	})
+}
+
+// enter starts an operation; the returned func ends it.
+func (s *Store) enter() (func(), error) {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return nil, blocks.ErrClosed
+	}
+	return s.closeMu.RUnlock, nil
+}
+
+// Put stores b after verifying its bytes against its CID. Outcomes: nil
+// (stored durably, or already present), ErrIntegrity, ErrTooLarge,
+// ErrNoSpace (disk or quota full; nothing stored), ErrClosed.
+func (s *Store) Put(ctx context.Context, b blocks.Block) error {
+	err := s.put(ctx, b)
+	if errors.Is(err, errIndexFull) {
+		s.reopenIndex()
+	}
+	return err
+}
+
+func (s *Store) put(ctx context.Context, b blocks.Block) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(b.Data) > blocks.MaxBlockSize {
+		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, blocks.ErrTooLarge)
+	}
+	if !verify(b.CID, b.Data) {
+		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, blocks.ErrIntegrity)
+	}
+	done, err := s.enter()
+	if err != nil {
+		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, err)
+	}
+	defer done()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	key := blockKey(b.CID)
+	if ok, err := s.db.Has(key, nil); err != nil {
+		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, mapErr(err))
+	} else if ok {
+		return nil
+	}
+	if err := s.ensureReserve(); err != nil {
+		return fmt.Errorf("blocks/leveldb: put %s: restore index reserve: %w", b.CID, err)
+	}
+	if err := s.checkFree(len(b.Data)); err != nil {
+		// Deleted inline blocks hold space until goleveldb compacts
+		// them away; do that now, once, and look again.
+		if cerr := s.db.CompactRange(util.Range{}); cerr != nil {
+			return fmt.Errorf("blocks/leveldb: put %s: %w (compact: %v)", b.CID, err, cerr)
+		}
+		if err := s.checkFree(len(b.Data)); err != nil {
+			return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, err)
+		}
+	}
+	count, total, err := s.counters()
+	if err != nil {
+		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, err)
+	}
+	if s.cfg.quota > 0 && total+int64(len(b.Data)) > s.cfg.quota {
+		return fmt.Errorf("blocks/leveldb: put %s: quota %d bytes: %w", b.CID, s.cfg.quota, blocks.ErrNoSpace)
+	}
+	rec := make([]byte, 2, 2+binary.MaxVarintLen64)
+	rec[0] = formatVersion
+	rec = binary.AppendUvarint(rec, uint64(len(b.Data)))
+	if len(b.Data) <= s.cfg.inline {
+		rec[1] = recordInline
+		rec = append(rec, b.Data...)
+	} else {
+		rec[1] = recordFile
+		if err := s.writeFile(b.CID, b.Data); err != nil {
+			return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, err)
+		}
+	}
+	batch := new(leveldb.Batch)
+	batch.Put(key, rec)
+	batch.Put(keyCount, u64(count+1))
+	batch.Put(keyBytes, u64(total+int64(len(b.Data))))
+	if err := s.db.Write(batch, &opt.WriteOptions{Sync: true}); err != nil {
+		// The file stays: the record may have reached the journal before
+		// the failure. If it did not, the next Open removes the orphan.
+		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, indexErr(err))
+	}
+	return nil
+}
+
+// writeFile writes data to a temporary file, fsyncs it, renames it into
+// its shard directory and fsyncs that directory.
+func (s *Store) writeFile(c cid.Cid, data []byte) (err error) {
+	final := s.blobPath(c)
+	shard := filepath.Dir(final)
+	if _, err := os.Stat(shard); errors.Is(err, fs.ErrNotExist) {
+		// A new shard directory must itself be durable in blobs/.
+		if err := os.Mkdir(shard, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return mapErr(err)
+		}
+		if err := syncDir(filepath.Dir(shard)); err != nil {
+			return mapErr(err)
+		}
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, dirTmp), "put-*")
+	if err != nil {
+		return mapErr(err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return mapErr(err)
+	}
+	if err := f.Sync(); err != nil {
+		return mapErr(err)
+	}
+	if err := f.Close(); err != nil {
+		return mapErr(err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return mapErr(err)
+	}
+	if err := syncDir(shard); err != nil {
+		os.Remove(final)
+		return mapErr(err)
+	}
+	return nil
+}
+
+// ensureReserve creates the reserve file if it is missing; ENOSPC from it
+// means the disk is too full to take a block.
+func (s *Store) ensureReserve() error {
+	p := filepath.Join(s.dir, fileReserve)
+	if fi, err := os.Stat(p); err == nil && fi.Size() == reserveSize {
+		return nil
+	}
+	tmp := filepath.Join(s.dir, dirTmp, fileReserve)
+	err := os.WriteFile(tmp, make([]byte, reserveSize), 0o600)
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return mapErr(err)
+	}
+	return nil
+}
+
+// indexHeadroom is the free space Put leaves on the disk beyond the block,
+// so goleveldb's journal, flushes and compactions (and Deletes) do not hit
+// ENOSPC, which leaves goleveldb's journal failed until reopened.
+// Replaying a full journal on Open writes a table as large as the write
+// buffer, and a compaction may briefly hold a second copy.
+const indexHeadroom = 2*indexWriteBuffer + 512<<10
+
+// indexWriteBuffer is goleveldb's memtable (and journal) size. Large blocks
+// never reach goleveldb; a small buffer keeps indexHeadroom small.
+const indexWriteBuffer = 4 << 20
+
+// checkFree refuses a Put of n bytes that would leave less than
+// indexHeadroom free on the store's file system.
+func (s *Store) checkFree(n int) error {
+	if s.headroom == 0 {
+		return nil
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return nil // unknown; let the writes find out
+	}
+	free := uint64(st.Bavail) * uint64(st.Bsize)
+	if free < uint64(n)+s.headroom {
+		return fmt.Errorf("%d bytes free, need %d plus %d headroom: %w", free, n, s.headroom, blocks.ErrNoSpace)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Get returns the block's bytes, verified against c. Outcomes: the bytes,
+// ErrNotFound, ErrIntegrity (stored bytes do not match c, or the record or
+// file is damaged or missing), ErrClosed.
+func (s *Store) Get(ctx context.Context, c cid.Cid) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	done, err := s.enter()
+	if err != nil {
+		return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, err)
+	}
+	defer done()
+	rec, err := s.db.Get(blockKey(c), nil)
+	if errors.Is(err, leveldb.ErrNotFound) {
+		return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, blocks.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, mapErr(err))
+	}
+	kind, size, inline, err := parseRecord(rec)
+	if err != nil {
+		return nil, fmt.Errorf("blocks/leveldb: get %s: %v: %w", c, err, blocks.ErrIntegrity)
+	}
+	data := inline
+	if kind == recordFile {
+		data, err = os.ReadFile(s.blobPath(c))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("blocks/leveldb: get %s: block file missing: %w", c, blocks.ErrIntegrity)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, err)
+		}
+	}
+	if uint64(len(data)) != size || !verify(c, data) {
+		return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, blocks.ErrIntegrity)
+	}
+	return data, nil
+}
+
+// Has reports whether the block is stored (without reading or verifying
+// it). Safe for concurrent use.
+func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	done, err := s.enter()
+	if err != nil {
+		return false, fmt.Errorf("blocks/leveldb: has %s: %w", c, err)
+	}
+	defer done()
+	ok, err := s.db.Has(blockKey(c), nil)
+	if err != nil {
+		return false, fmt.Errorf("blocks/leveldb: has %s: %w", c, mapErr(err))
+	}
+	return ok, nil
+}
+
+// Delete removes the block: the index entry and counters first (synced),
+// then the file. Deleting an absent block is a no-op.
+func (s *Store) Delete(ctx context.Context, c cid.Cid) error {
+	err := s.delete(ctx, c)
+	if errors.Is(err, errIndexFull) {
+		// Give the index the reserved space, reopen it and try once more.
+		if rerr := s.reopenIndex(); rerr != nil {
+			return err
+		}
+		err = s.delete(ctx, c)
+		if errors.Is(err, errIndexFull) {
+			s.reopenIndex()
+		}
+	}
+	return err
+}
+
+func (s *Store) delete(ctx context.Context, c cid.Cid) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	done, err := s.enter()
+	if err != nil {
+		return fmt.Errorf("blocks/leveldb: delete %s: %w", c, err)
+	}
+	defer done()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	key := blockKey(c)
+	rec, err := s.db.Get(key, nil)
+	if errors.Is(err, leveldb.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("blocks/leveldb: delete %s: %w", c, mapErr(err))
+	}
+	kind, size, _, perr := parseRecord(rec)
+	count, total, err := s.counters()
+	if err != nil {
+		return fmt.Errorf("blocks/leveldb: delete %s: %w", c, err)
+	}
+	batch := new(leveldb.Batch)
+	batch.Delete(key)
+	if perr == nil {
+		batch.Put(keyCount, u64(max(count-1, 0)))
+		batch.Put(keyBytes, u64(max(total-int64(size), 0)))
+	}
+	if err := s.db.Write(batch, &opt.WriteOptions{Sync: true}); err != nil {
+		return fmt.Errorf("blocks/leveldb: delete %s: %w", c, indexErr(err))
+	}
+	if perr != nil || kind == recordFile {
+		// A leftover file is removed by the next Open.
+		os.Remove(s.blobPath(c))
+	}
+	return nil
+}
+
+// All iterates over the stored CIDs from a snapshot of the index, in key
+// order. A damaged key yields an error wrapping ErrIntegrity and the
+// iteration goes on.
+func (s *Store) All(ctx context.Context) iter.Seq2[cid.Cid, error] {
+	return func(yield func(cid.Cid, error) bool) {
+		done, err := s.enter()
+		if err != nil {
+			yield(cid.Undef, fmt.Errorf("blocks/leveldb: all: %w", err))
+			return
+		}
+		snap, err := s.db.GetSnapshot()
+		done()
+		if err != nil {
+			yield(cid.Undef, fmt.Errorf("blocks/leveldb: all: %w", mapErr(err)))
+			return
+		}
+		defer snap.Release()
+		it := snap.NewIterator(util.BytesPrefix(prefixBlock), nil)
+		defer it.Release()
+		for it.Next() {
+			if err := ctx.Err(); err != nil {
+				yield(cid.Undef, err)
+				return
+			}
+			c, err := cid.Cast(it.Key()[len(prefixBlock):])
+			if err != nil {
+				if !yield(cid.Undef, fmt.Errorf("blocks/leveldb: all: bad key %x: %w", it.Key(), blocks.ErrIntegrity)) {
+					return
+				}
+				continue
+			}
+			if !yield(c, nil) {
+				return
+			}
+		}
+		if err := it.Error(); err != nil {
+			yield(cid.Undef, fmt.Errorf("blocks/leveldb: all: %w", mapErr(err)))
+		}
+	}
+}
+
+// Size returns the number of blocks and their total bytes, from counters
+// kept in the index and updated in the same batch as each entry.
+func (s *Store) Size(ctx context.Context) (int64, int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	done, err := s.enter()
+	if err != nil {
+		return 0, 0, fmt.Errorf("blocks/leveldb: size: %w", err)
+	}
+	defer done()
+	return s.counters()
+}
+
+// Close waits for running operations and closes the index. It is
+// idempotent; afterwards every method fails with ErrClosed.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("blocks/leveldb: close: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) counters() (int64, int64, error) {
+	c, err := s.db.Get(keyCount, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("counters: %w", mapErr(err))
+	}
+	b, err := s.db.Get(keyBytes, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("counters: %w", mapErr(err))
+	}
+	if len(c) != 8 || len(b) != 8 {
+		return 0, 0, fmt.Errorf("counters: bad record: %w", blocks.ErrIntegrity)
+	}
+	return int64(binary.BigEndian.Uint64(c)), int64(binary.BigEndian.Uint64(b)), nil
+}
+
+// blobPath is dir/blobs/<last two chars of the CID string>/<CID string>.
+func (s *Store) blobPath(c cid.Cid) string {
+	name := c.String()
+	return filepath.Join(s.dir, dirBlobs, strings.ToLower(name[len(name)-2:]), name)
+}
+
+func blockKey(c cid.Cid) []byte {
+	k := c.KeyString()
+	return append(append(make([]byte, 0, len(prefixBlock)+len(k)), prefixBlock...), k...)
+}
+
+// parseRecord decodes a block record: version, kind, uvarint size, and for
+// inline records the bytes.
+func parseRecord(rec []byte) (kind byte, size uint64, inline []byte, err error) {
+	if len(rec) < 3 || rec[0] != formatVersion {
+		return 0, 0, nil, errors.New("bad record version")
+	}
+	kind = rec[1]
+	size, n := binary.Uvarint(rec[2:])
+	if n <= 0 {
+		return 0, 0, nil, errors.New("bad record size")
+	}
+	switch kind {
+	case recordInline:
+		return kind, size, rec[2+n:], nil
+	case recordFile:
+		return kind, size, nil, nil
+	}
+	return 0, 0, nil, errors.New("bad record kind")
+}
+
+// verify reports whether c is a block CID (CIDv1 raw sha2-256) and data
+// hashes to it.
+func verify(c cid.Cid, data []byte) bool { return blocks.Verify(c, data) == nil }
+
+func u64(v int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)) }
+
+// errIndexFull marks a goleveldb write that failed for lack of space;
+// goleveldb's journal stays failed after that, so the index is reopened.
+var errIndexFull = errors.New("index write failed")
+
+func indexErr(err error) error {
+	err = mapErr(err)
+	if errors.Is(err, blocks.ErrNoSpace) {
+		return fmt.Errorf("%w: %w", errIndexFull, err)
+	}
+	return err
+}
+
+// reopenIndex closes and reopens goleveldb after a failed write, first
+// removing the reserve file so that goleveldb has room for a new journal;
+// the next Put restores the reserve (or fails with ErrNoSpace). It waits for running
+// operations. The failed batch was never acknowledged, and goleveldb drops
+// a torn journal record on recovery.
+func (s *Store) reopenIndex() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return blocks.ErrClosed
+	}
+	os.Remove(filepath.Join(s.dir, fileReserve))
+	s.db.Close() // reports the journal's earlier write error
+	db, err := openIndex(filepath.Join(s.dir, dirIndex))
+	if err != nil {
+		// Without an index the store cannot go on.
+		s.closed = true
+		return fmt.Errorf("blocks/leveldb: reopen index: %w", mapErr(err))
+	}
+	s.db = db
+	return nil
+}
+
+func openIndex(path string) (*leveldb.DB, error) {
+	db, err := leveldb.OpenFile(path, &opt.Options{WriteBuffer: indexWriteBuffer})
+	if ldberrors.IsCorrupted(err) {
+		db, err = leveldb.RecoverFile(path, nil)
+	}
+	return db, err
+}
+
+// mapErr wraps ENOSPC and EDQUOT so callers see blocks.ErrNoSpace.
+func mapErr(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", blocks.ErrNoSpace, err)
+	}
+	return err
+}

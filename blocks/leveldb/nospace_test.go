@@ -1,0 +1,118 @@
+package leveldb
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"testing"
+
+	"blocktree.dev/bt/blocks"
+)
+
+// mountTmpfs mounts a tmpfs of the given size (e.g. "2m") in a temporary
+// directory, or skips (fails under BT_REQUIRE_REAL=1) when it cannot.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		msg := "cannot mount tmpfs: " + err.Error() + ": " + string(out)
+		if os.Getenv("BT_REQUIRE_REAL") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+func TestNoSpace(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		headroom uint64 // 0: the OS's ENOSPC, not the free-space check
+		small    int    // every small-th block is 1 KiB (inline), others 100 KiB
+	}{
+		{"guard-mixed", indexHeadroom, 2},
+		{"guard-inline", indexHeadroom, 1},
+		{"os-files", 0, 1 << 30},
+		{"os-mixed", 0, 2},
+		{"os-inline", 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testNoSpace(t, tc.headroom, tc.small) })
+	}
+}
+
+func testNoSpace(t *testing.T, headroom uint64, small int) {
+	ctx := context.Background()
+	dir := mountTmpfs(t, "16m")
+	s := newTestStore(t, dir)
+	s.headroom = headroom
+	var acked []blocks.Block
+	full := false
+	for i := 0; i < 20000 && !full; i++ {
+		n := 100 << 10
+		if i%small == 0 {
+			n = 1 << 10
+		}
+		b := newBlock(t, n)
+		err := s.Put(ctx, b)
+		switch {
+		case err == nil:
+			acked = append(acked, b)
+		case errors.Is(err, blocks.ErrNoSpace):
+			t.Logf("full after %d blocks: %v", len(acked), err)
+			full = true
+		default:
+			t.Fatalf("Put %d: %v", i, err)
+		}
+	}
+	if !full {
+		t.Fatal("never ran out of space")
+	}
+	check := func() {
+		t.Helper()
+		for _, b := range acked {
+			got, err := s.Get(ctx, b.CID)
+			if err != nil || string(got) != string(b.Data) {
+				t.Fatalf("acknowledged %s: %v", b.CID, err)
+			}
+		}
+	}
+	check()
+	// Free space: delete half of the blocks.
+	var kept []blocks.Block
+	for i, b := range acked {
+		if i < len(acked)/2 {
+			if err := s.Delete(ctx, b.CID); err != nil {
+				t.Fatalf("Delete: %v", err)
+			}
+			continue
+		}
+		kept = append(kept, b)
+	}
+	acked = kept
+	b := newBlock(t, 100<<10)
+	if err := s.Put(ctx, b); err != nil {
+		t.Fatalf("Put after freeing space: %v", err)
+	}
+	acked = append(acked, b)
+	sb := newBlock(t, 1<<10)
+	if err := s.Put(ctx, sb); err != nil {
+		t.Fatalf("small Put after freeing space: %v", err)
+	}
+	acked = append(acked, sb)
+	check()
+	// And after reopening.
+	s.Close()
+	s = newTestStore(t, dir)
+	s.headroom = headroom
+	check()
+	if n, _, err := s.Size(ctx); err != nil || n != int64(len(acked)) {
+		t.Fatalf("Size = %d, %v; want %d", n, err, len(acked))
+	}
+}
