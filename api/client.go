@@ -36,46 +36,14 @@ func NewClient(dir string) *Client {
 // answer into out (nil to discard). Errors are *Error from the daemon, or
 // wrap ErrNoDaemon.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	u := "http://bt" + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	resp, err := c.send(ctx, method, path, query, in)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("%w (socket %s): start it with `bt daemon`", ErrNoDaemon, c.socket)
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("talking to the daemon at %s: %w", c.socket, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return fmt.Errorf("reading the daemon's answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error *Error `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error != nil {
-			return e.Error
-		}
-		return Errorf(KindInternal, "daemon answered %s", resp.Status)
 	}
 	if out == nil {
 		return nil
@@ -86,40 +54,59 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	return nil
 }
 
-// Stream sends a request whose answer is a stream of JSON lines and calls
-// each for every line until the stream ends, ctx ends or each returns an
-// error (which Stream returns).
-func (c *Client) Stream(ctx context.Context, path string, in any, each func(line []byte) error) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
+// send makes one request and returns a 200 answer; any other status is
+// turned into the daemon's *Error.
+func (c *Client) send(ctx context.Context, method, path string, query url.Values, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://bt"+path, bytes.NewReader(b))
+	u := "http://bt" + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("%w (socket %s): start it with `bt daemon`", ErrNoDaemon, c.socket)
+			return nil, fmt.Errorf("%w (socket %s): start it with `bt daemon`", ErrNoDaemon, c.socket)
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
-		return fmt.Errorf("talking to the daemon at %s: %w", c.socket, err)
+		return nil, fmt.Errorf("talking to the daemon at %s: %w", c.socket, err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		return resp, nil
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var e struct {
-			Error *Error `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error != nil {
-			return e.Error
-		}
-		return Errorf(KindInternal, "daemon answered %s", resp.Status)
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var e struct {
+		Error *Error `json:"error"`
 	}
+	if json.Unmarshal(data, &e) == nil && e.Error != nil {
+		return nil, e.Error
+	}
+	return nil, Errorf(KindInternal, "daemon answered %s", resp.Status)
+}
+
+// Stream sends a request whose answer is a stream of JSON lines and calls
+// each for every line until the stream ends, ctx ends or each returns an
+// error (which Stream returns).
+func (c *Client) Stream(ctx context.Context, path string, in any, each func(line []byte) error) error {
+	resp, err := c.send(ctx, http.MethodPost, path, nil, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 128<<20)
 	for sc.Scan() {
