@@ -88,9 +88,15 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	if err != nil {
 		return err
 	}
-	cfg := p2p.Config{MDNS: opts.MDNS, NAT: opts.NAT, Loopback: opts.Loopback, RecordTTL: opts.RecordTTL,
-		Log: log}
-	if cfg.Listen = opts.Listen; len(cfg.Listen) == 0 {
+	// Start from the daemon defaults p2p tests (NAT traversal, mDNS, the
+	// default listen addresses), then apply the flags and the repo.
+	cfg := p2p.DaemonConfig()
+	cfg.MDNS, cfg.NAT, cfg.Loopback, cfg.RecordTTL, cfg.Log = opts.MDNS, opts.NAT, opts.Loopback, opts.RecordTTL, log
+	switch {
+	case len(opts.Listen) > 0:
+		cfg.Listen = opts.Listen
+	case len(r.Config.Listen) > 0:
+		cfg.Listen = nil
 		for _, s := range r.Config.Listen {
 			a, err := ma.NewMultiaddr(s)
 			if err != nil {

@@ -116,14 +116,11 @@ const (
 	DefaultGracePeriod  = time.Minute
 )
 
-// DaemonConfig returns a daemon's configuration: default listen addresses
-// and limits, NAT traversal and mDNS on, no bootstrap peers.
+// DaemonConfig returns a daemon's configuration: default listen addresses,
+// NAT traversal and mDNS on, no bootstrap peers; New's Validate fills the
+// default limits.
 func DaemonConfig() Config {
-	c := Config{NAT: true, MDNS: true}
-	if err := c.Validate(); err != nil {
-		panic(err) // the defaults are valid; TestConfigValidate checks
-	}
-	return c
+	return Config{NAT: true, MDNS: true, Listen: DefaultListen()}
 }
 
 // Validate fills in defaults and checks the values. It is idempotent.

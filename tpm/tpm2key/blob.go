@@ -59,13 +59,12 @@ const (
 
 // Encode returns the blob's canonical encoding. It does not validate: a
 // blob built by hand may encode to something DecodeBlob refuses.
-func (b *Blob) Encode() []byte {
+func (b *Blob) Encode() ([]byte, error) {
 	data, err := canon.Marshal(b)
 	if err != nil {
-		// A struct of an unsigned integer and byte strings always encodes.
-		panic("tpm2key: encoding a blob: " + err.Error())
+		return nil, fmt.Errorf("tpm2key: encoding a blob: %w", err)
 	}
-	return data
+	return data, nil
 }
 
 // DecodeBlob decodes and checks a stored blob. It fails with an error

@@ -84,7 +84,7 @@ func TestFrozenV1Offline(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DecodeBlob(frozen): %v", err)
 	}
-	if !bytes.Equal(b.Encode(), blob) {
+	if !bytes.Equal(encode(t, b), blob) {
 		t.Fatal("the frozen blob does not re-encode to itself")
 	}
 	pub, err := b.PublicKey()

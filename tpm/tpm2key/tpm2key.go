@@ -210,7 +210,10 @@ func (t *TPM) Create(ctx context.Context) (tpm.Key, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("tpm2key: create: %w", err)
 	}
-	data := b.Encode()
+	data, err := b.Encode()
+	if err != nil {
+		return nil, nil, err
+	}
 	// Load what will be stored, so a key that works is one whose blob loads.
 	k, err := t.loadLocked(ctx, data)
 	if err != nil {

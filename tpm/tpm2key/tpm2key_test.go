@@ -299,7 +299,7 @@ func TestLoadOnAnotherTPM(t *testing.T) {
 		t.Fatal("two fresh TPMs have the same storage root key")
 	}
 	a.ParentName = b.ParentName
-	_, err = tpB.Load(ctx, a.Encode())
+	_, err = tpB.Load(ctx, encode(t, a))
 	if !errors.Is(err, tpm.ErrKeyLost) {
 		t.Fatalf("Load of another TPM's key = %v, want ErrKeyLost", err)
 	}
@@ -307,7 +307,7 @@ func TestLoadOnAnotherTPM(t *testing.T) {
 
 	// The same for a private area altered in the repository.
 	b.Private[len(b.Private)-1] ^= 1
-	if _, err := tpB.Load(ctx, b.Encode()); !errors.Is(err, tpm.ErrKeyLost) {
+	if _, err := tpB.Load(ctx, encode(t, b)); !errors.Is(err, tpm.ErrKeyLost) {
 		t.Fatalf("Load of an altered private area = %v, want ErrKeyLost", err)
 	}
 }
