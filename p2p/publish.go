@@ -179,7 +179,11 @@ func (n *Node) publish(ctx context.Context) error {
 	err := n.putRecord(ctx, addrs, seq, exp, now)
 	pub.Err = err
 	n.pubMu.Lock()
-	n.pub = pub
+	// Publishes may overlap (the loop and an explicit call); Published
+	// reports the newest, never an older one that finished later.
+	if pub.Seq >= n.pub.Seq {
+		n.pub = pub
+	}
 	n.pubMu.Unlock()
 	if err == nil {
 		n.log.Debug("published record", "path", n.id.Path, "seq", seq, "expiry", exp, "addrs", addrs)

@@ -231,10 +231,10 @@ func TestCacheRefresh(t *testing.T) {
 	newSeq := target.Published().Seq
 	nettest.WaitFor(t, 10*time.Second, "a background refresh", func() bool {
 		e := w.cache.peek(target.Path())
-		return e != nil && e.res.Seq == newSeq
+		return e != nil && e.res.Seq >= newSeq
 	})
 	res, err := w.Resolve(ctx, target.Path())
-	if err != nil || res.Seq != newSeq || res.Seq == first.Seq {
+	if err != nil || res.Seq < newSeq || res.Seq == first.Seq {
 		t.Fatalf("Resolve = %+v, %v; want seq %d", res, err, newSeq)
 	}
 }
