@@ -182,7 +182,6 @@ func New(ctx context.Context, id *Identity, cfg Config) (*Node, error) {
 		// has not yet judged public out of every routing table.
 		dht.Mode(dht.ModeServer),
 		dht.Validator(record.NamespacedValidator{RecordNamespace: v}),
-		dht.DisableProviders(),
 		dht.Datastore(n.store),
 		dht.MaxRecordAge(MaxRecordTTL),
 		dht.ValueGCInterval(time.Hour),

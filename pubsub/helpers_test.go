@@ -217,6 +217,24 @@ func quiet(s *Subscription, d time.Duration) []*Message {
 	}
 }
 
+// collect returns the non-probe messages that arrive within d, stopping
+// early once it has n of them.
+func collect(s *Subscription, d time.Duration, n int) []*Message {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var out []*Message
+	for len(out) < n {
+		m, err := s.Next(ctx)
+		if err != nil {
+			break
+		}
+		if !bytes.HasPrefix(m.Payload, probePrefix) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 func names(n int) []string {
 	out := make([]string, n)
 	for i := range out {

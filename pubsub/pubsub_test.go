@@ -238,10 +238,38 @@ func TestStarMatchesOneLevel(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// Delivery is best-effort (docs/pubsub.md): on a loaded
+			// machine gossipsub may drop one, so a wanted message that has
+			// not arrived is published again (a few times at most). What
+			// is checked is which paths the pattern matches.
 			got := make(map[string]bool)
-			for range c.want {
-				m := recv(t, s, 10*time.Second)
-				got[string(m.Payload)] = true
+			missing := func() int {
+				n := 0
+				for _, w := range c.want {
+					if !got[w] {
+						n++
+					}
+				}
+				return n
+			}
+			for attempt := 0; attempt < 3 && missing() > 0; attempt++ {
+				if attempt > 0 {
+					for _, w := range c.want {
+						if !got[w] {
+							if err := pub.ps.Publish(ctx, path(w), []byte(w)); err != nil {
+								t.Fatal(err)
+							}
+						}
+					}
+				}
+				for _, m := range collect(s, 5*time.Second, missing()) {
+					got[string(m.Payload)] = true
+				}
+			}
+			for _, n := range c.not {
+				if got[n] {
+					t.Errorf("%s received %s", c.pattern, n)
+				}
 			}
 			for _, w := range c.want {
 				if !got[w] {
