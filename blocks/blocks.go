@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"iter"
+	"time"
 
 	"github.com/ipfs/go-cid"
 )
@@ -60,4 +61,69 @@ type Store interface {
 	Size(ctx context.Context) (blocks int64, bytes int64, err error)
 	// Close releases the store; it is idempotent.
 	Close() error
+}
+
+// PinStore is a Store that keeps roots: named pins, each a set of CIDs that
+// the garbage collector never deletes, and a collector that is safe while
+// Puts continue. Both stores in this module implement it.
+//
+// Safety rule for writers: a block becomes collectable only when no pin
+// names it AND its last Put (a Put of a present block counts, and renews
+// it) is older than the grace period given to GC. A writer therefore puts
+// its blocks and then pins them within the grace period; GC never deletes
+// a block that a Pin call has named by the time the sweep reaches it.
+type PinStore interface {
+	Store
+	// Pin makes the set of CIDs stored under name exactly cids (creating
+	// or replacing it) atomically and durably. CIDs need not be present:
+	// a pinned but missing block is what scrub repairs. Names are 1..255
+	// bytes of valid UTF-8 without NUL (ErrBadPin otherwise).
+	Pin(ctx context.Context, name string, cids []cid.Cid) error
+	// Unpin removes the pin; removing an absent pin is a no-op.
+	Unpin(ctx context.Context, name string) error
+	// Pins lists the pins, by name, in no particular order.
+	Pins(ctx context.Context) iter.Seq2[PinInfo, error]
+	// Pinned lists the CIDs of one pin (ErrNotFound if there is no such pin).
+	Pinned(ctx context.Context, name string) iter.Seq2[cid.Cid, error]
+	// IsPinned reports whether any pin names c.
+	IsPinned(ctx context.Context, c cid.Cid) (bool, error)
+	// GC deletes every stored block that no pin names and whose last Put
+	// is older than grace. It may run while Puts, Pins and Gets continue.
+	// progress, if not nil, is called now and then from GC's goroutine.
+	GC(ctx context.Context, grace time.Duration, progress func(GCProgress)) (GCResult, error)
+	// Stat summarises the store.
+	Stat(ctx context.Context) (Stat, error)
+}
+
+// ErrBadPin: a pin name that breaks the naming rule.
+var ErrBadPin = errors.New("bad pin name")
+
+// PinInfo describes one pin.
+type PinInfo struct {
+	Name   string `json:"name"`
+	Blocks int64  `json:"blocks"` // CIDs in the pin
+}
+
+// Stat is what `bt repo stat` reports of a store.
+type Stat struct {
+	Blocks       int64 `json:"blocks"`        // stored blocks
+	Bytes        int64 `json:"bytes"`         // their total size
+	Pins         int64 `json:"pins"`          // number of pins
+	PinnedBlocks int64 `json:"pinned_blocks"` // distinct CIDs named by pins, stored or not
+	Quota        int64 `json:"quota"`         // byte quota; 0 = none
+}
+
+// GCProgress is reported while GC runs.
+type GCProgress struct {
+	Scanned int64 `json:"scanned"` // blocks examined so far
+	Deleted int64 `json:"deleted"` // blocks deleted so far
+	Freed   int64 `json:"freed"`   // bytes freed so far
+}
+
+// GCResult is what a finished GC did.
+type GCResult struct {
+	Scanned int64 `json:"scanned"`
+	Deleted int64 `json:"deleted"`
+	Freed   int64 `json:"freed"`
+	Kept    int64 `json:"kept"` // unpinned blocks kept because they are younger than grace
 }

@@ -2,6 +2,7 @@ package leveldb
 
 import (
 	"testing"
+	"time"
 
 	"blocktree.dev/bt/blocks"
 	"blocktree.dev/bt/blocks/storetest"
@@ -9,4 +10,10 @@ import (
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) blocks.Store { return newTestStore(t, t.TempDir()) })
+}
+
+func TestPinConformance(t *testing.T) {
+	storetest.RunPinStore(t, func(t *testing.T, now func() time.Time) blocks.PinStore {
+		return newTestStore(t, t.TempDir(), WithClock(now))
+	})
 }

@@ -1,14 +1,17 @@
-// Package leveldb is a durable blocks.Store on local disk: a goleveldb
-// index (CID → location and size, plus counters) with small blocks kept
-// inline in goleveldb and large blocks kept as one file each in sharded
-// directories. See docs/blockstore.md for the layout, the record formats,
-// the durability protocol and the measurements behind InlineThreshold.
+// Package leveldb is a durable blocks.PinStore on local disk: a goleveldb
+// index (CID → location, size and last-Put time; pins; counters) with small
+// blocks kept inline in goleveldb and large blocks kept as one file each in
+// sharded directories. See docs/blockstore.md for the layout, the record
+// formats, the durability protocol, pins and GC, and the measurements
+// behind InlineThreshold.
 //
 // Put is durable when it returns: block files are fsynced and renamed into
 // place (and their directory fsynced) before the index entry is written
 // with a synced goleveldb batch, so after a crash no half-written block is
 // visible. Open removes temporary and orphaned block files. Get verifies
-// every block against its CID. A Store is safe for concurrent use.
+// every block against its CID. Pin and Unpin are one synced batch each; GC
+// re-checks every block under the write lock before it deletes it, so it
+// may run while Puts and Pins continue. A Store is safe for concurrent use.
 package leveldb
 
 import (
@@ -23,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/syndtr/goleveldb/leveldb"
@@ -37,15 +41,28 @@ import (
 // larger blocks are files. See docs/blockstore.md for the measurements.
 const DefaultInlineThreshold = 16 << 10
 
-// formatVersion is the on-disk format; Open refuses other versions.
-const formatVersion = 1
+// formatVersion is the on-disk format; Open refuses other versions, except
+// that it upgrades a version-1 store in place (see init).
+const formatVersion = 2
 
 // Index keys.
 var (
-	keyVersion   = []byte("m/version")
-	keyCount     = []byte("m/count")
-	keyBytes     = []byte("m/bytes")
-	prefixBlock  = []byte("b/")
+	keyVersion  = []byte("m/version")
+	keyCount    = []byte("m/count")
+	keyBytes    = []byte("m/bytes")
+	keyPins     = []byte("m/pins")     // number of pins
+	keyPinned   = []byte("m/pinned")   // number of r/ keys: distinct pinned CIDs
+	keyUpgraded = []byte("m/upgraded") // when a version-1 store was upgraded
+	prefixBlock = []byte("b/")         // b/<cid> → block record
+	prefixHead  = []byte("n/")         // n/<name> → pin header: CIDs in the pin
+	prefixPin   = []byte("p/")         // p/<name>\x00<cid> → empty
+	prefixRef   = []byte("r/")         // r/<cid> → uvarint: pins naming cid (≥ 1)
+)
+
+// Block records.
+const (
+	recordV1     = byte(1) // version | kind | size | [data]
+	recordV2     = byte(2) // version | kind | put time (8, unix ns) | size | [data]
 	recordInline = byte(0)
 	recordFile   = byte(1)
 )
@@ -68,6 +85,7 @@ type Option func(*config)
 type config struct {
 	quota  int64
 	inline int
+	now    func() time.Time
 }
 
 // WithQuota bounds the total bytes of stored blocks; a Put that would pass
@@ -78,6 +96,11 @@ func WithQuota(bytes int64) Option { return func(c *config) { c.quota = bytes } 
 // (default DefaultInlineThreshold). Changing it between opens is safe:
 // each index record says where its block lives.
 func WithInlineThreshold(n int) Option { return func(c *config) { c.inline = n } }
+
+// WithClock sets the clock that stamps each Put and that GC measures its
+// grace period against (default time.Now). It must be safe for concurrent
+// use. Tests use it; a daemon has no reason to.
+func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
 
 // Store is a durable blocks.Store. It is safe for concurrent use.
 type Store struct {
@@ -94,18 +117,24 @@ type Store struct {
 	// reach the OS's ENOSPC.
 	headroom uint64
 
-	// writeMu serialises Put and Delete so the counters and the
-	// file/index pairs stay consistent.
+	// upgraded is the time (unix ns) a version-1 store was upgraded; its
+	// version-1 records count as put then. Set by Open.
+	upgraded int64
+
+	// writeMu serialises Put, Delete, Pin, Unpin and GC's sweeps so the
+	// counters, the file/index pairs, the pin reference counts and GC's
+	// decisions stay consistent.
 	writeMu sync.Mutex
 }
 
-var _ blocks.Store = (*Store)(nil)
+var _ blocks.PinStore = (*Store)(nil)
 
 // Open opens (creating if needed) the store in dir, removes temporary
-// files and block files that no index entry names, and refuses an index
-// of an unknown format version.
+// files and block files that no index entry names, upgrades a format
+// version 1 index in place, and refuses an index of an unknown format
+// version.
 func Open(dir string, opts ...Option) (*Store, error) {
-	cfg := config{inline: DefaultInlineThreshold}
+	cfg := config{inline: DefaultInlineThreshold, now: time.Now}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -135,13 +164,30 @@ func (s *Store) init() error {
 		b.Put(keyVersion, []byte{formatVersion})
 		b.Put(keyCount, u64(0))
 		b.Put(keyBytes, u64(0))
+		b.Put(keyPins, u64(0))
+		b.Put(keyPinned, u64(0))
 		if err := s.db.Write(b, &opt.WriteOptions{Sync: true}); err != nil {
 			return fmt.Errorf("blocks/leveldb: init index: %w", mapErr(err))
 		}
 	case err != nil:
 		return fmt.Errorf("blocks/leveldb: read version: %w", mapErr(err))
+	case len(v) == 1 && v[0] == 1:
+		// Version 1 had no pins and only version-1 records, which stay
+		// readable. Its blocks count as put now, so that GC does not take
+		// them before their owners had a grace period to pin them.
+		b := new(leveldb.Batch)
+		b.Put(keyVersion, []byte{formatVersion})
+		b.Put(keyPins, u64(0))
+		b.Put(keyPinned, u64(0))
+		b.Put(keyUpgraded, u64(s.cfg.now().UnixNano()))
+		if err := s.db.Write(b, &opt.WriteOptions{Sync: true}); err != nil {
+			return fmt.Errorf("blocks/leveldb: upgrade index: %w", mapErr(err))
+		}
 	case len(v) != 1 || v[0] != formatVersion:
 		return fmt.Errorf("blocks/leveldb: unsupported format version %x", v)
+	}
+	if u, err := s.db.Get(keyUpgraded, nil); err == nil && len(u) == 8 {
+		s.upgraded = int64(binary.BigEndian.Uint64(u))
 	}
 	return s.recover()
 }
@@ -190,9 +236,11 @@ func (s *Store) enter() (func(), error) {
 	return s.closeMu.RUnlock, nil
 }
 
-// Put stores b after verifying its bytes against its CID. Outcomes: nil
-// (stored durably, or already present), ErrIntegrity, ErrTooLarge,
-// ErrNoSpace (disk or quota full; nothing stored), ErrClosed.
+// Put stores b after verifying its bytes against its CID, stamped with the
+// clock's time. Outcomes: nil (stored durably; or already present, and
+// then its time is renewed, without a sync: a crash may lose only the
+// renewal), ErrIntegrity, ErrTooLarge, ErrNoSpace (disk or quota full;
+// nothing stored), ErrClosed. Safe for concurrent use.
 func (s *Store) Put(ctx context.Context, b blocks.Block) error {
 	err := s.put(ctx, b)
 	if errors.Is(err, errIndexFull) {
@@ -219,10 +267,13 @@ func (s *Store) put(ctx context.Context, b blocks.Block) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	key := blockKey(b.CID)
-	if ok, err := s.db.Has(key, nil); err != nil {
+	// The time is read under writeMu: a GC sweep decides under it too, so
+	// it sees either no block or this Put's time.
+	now := s.cfg.now().UnixNano()
+	if old, err := s.db.Get(key, nil); err == nil {
+		return s.renew(b.CID, key, old, now)
+	} else if !errors.Is(err, leveldb.ErrNotFound) {
 		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, mapErr(err))
-	} else if ok {
-		return nil
 	}
 	if err := s.ensureReserve(); err != nil {
 		return fmt.Errorf("blocks/leveldb: put %s: restore index reserve: %w", b.CID, err)
@@ -244,14 +295,11 @@ func (s *Store) put(ctx context.Context, b blocks.Block) error {
 	if s.cfg.quota > 0 && total+int64(len(b.Data)) > s.cfg.quota {
 		return fmt.Errorf("blocks/leveldb: put %s: quota %d bytes: %w", b.CID, s.cfg.quota, blocks.ErrNoSpace)
 	}
-	rec := make([]byte, 2, 2+binary.MaxVarintLen64)
-	rec[0] = formatVersion
-	rec = binary.AppendUvarint(rec, uint64(len(b.Data)))
+	var rec []byte
 	if len(b.Data) <= s.cfg.inline {
-		rec[1] = recordInline
-		rec = append(rec, b.Data...)
+		rec = appendRecord(nil, record{kind: recordInline, putAt: now, size: uint64(len(b.Data)), inline: b.Data})
 	} else {
-		rec[1] = recordFile
+		rec = appendRecord(nil, record{kind: recordFile, putAt: now, size: uint64(len(b.Data))})
 		if err := s.writeFile(b.CID, b.Data); err != nil {
 			return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, err)
 		}
@@ -264,6 +312,22 @@ func (s *Store) put(ctx context.Context, b blocks.Block) error {
 		// The file stays: the record may have reached the journal before
 		// the failure. If it did not, the next Open removes the orphan.
 		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, indexErr(err))
+	}
+	return nil
+}
+
+// renew rewrites the record of a present block with the time now; writeMu
+// is held. The write is not synced: losing it in a crash loses only the
+// renewal, and the writer's following synced Pin syncs it too (goleveldb's
+// journal is one ordered log). A damaged record is left alone.
+func (s *Store) renew(c cid.Cid, key, old []byte, now int64) error {
+	r, err := parseRecord(old)
+	if err != nil || (r.version == recordV2 && r.putAt == now) {
+		return nil
+	}
+	r.putAt = now
+	if err := s.db.Put(key, appendRecord(nil, r), nil); err != nil {
+		return fmt.Errorf("blocks/leveldb: put %s: renew: %w", c, indexErr(err))
 	}
 	return nil
 }
@@ -387,12 +451,12 @@ func (s *Store) Get(ctx context.Context, c cid.Cid) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, mapErr(err))
 	}
-	kind, size, inline, err := parseRecord(rec)
+	r, err := parseRecord(rec)
 	if err != nil {
 		return nil, fmt.Errorf("blocks/leveldb: get %s: %v: %w", c, err, blocks.ErrIntegrity)
 	}
-	data := inline
-	if kind == recordFile {
+	data, size := r.inline, r.size
+	if r.kind == recordFile {
 		data, err = os.ReadFile(s.blobPath(c))
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("blocks/leveldb: get %s: block file missing: %w", c, blocks.ErrIntegrity)
@@ -425,8 +489,9 @@ func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
 	return ok, nil
 }
 
-// Delete removes the block: the index entry and counters first (synced),
-// then the file. Deleting an absent block is a no-op.
+// Delete removes the block, pinned or not: the index entry and counters
+// first (synced), then the file. Deleting an absent block is a no-op.
+// Outcomes: nil, ErrNoSpace, ErrClosed. Safe for concurrent use.
 func (s *Store) Delete(ctx context.Context, c cid.Cid) error {
 	err := s.delete(ctx, c)
 	if errors.Is(err, errIndexFull) {
@@ -461,7 +526,7 @@ func (s *Store) delete(ctx context.Context, c cid.Cid) error {
 	if err != nil {
 		return fmt.Errorf("blocks/leveldb: delete %s: %w", c, mapErr(err))
 	}
-	kind, size, _, perr := parseRecord(rec)
+	r, perr := parseRecord(rec)
 	count, total, err := s.counters()
 	if err != nil {
 		return fmt.Errorf("blocks/leveldb: delete %s: %w", c, err)
@@ -470,12 +535,12 @@ func (s *Store) delete(ctx context.Context, c cid.Cid) error {
 	batch.Delete(key)
 	if perr == nil {
 		batch.Put(keyCount, u64(max(count-1, 0)))
-		batch.Put(keyBytes, u64(max(total-int64(size), 0)))
+		batch.Put(keyBytes, u64(max(total-int64(r.size), 0)))
 	}
 	if err := s.db.Write(batch, &opt.WriteOptions{Sync: true}); err != nil {
 		return fmt.Errorf("blocks/leveldb: delete %s: %w", c, indexErr(err))
 	}
-	if perr != nil || kind == recordFile {
+	if perr != nil || r.kind == recordFile {
 		// A leftover file is removed by the next Open.
 		os.Remove(s.blobPath(c))
 	}
@@ -553,18 +618,28 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) counters() (int64, int64, error) {
-	c, err := s.db.Get(keyCount, nil)
+	return readCounters(s.db, keyCount, keyBytes)
+}
+
+// reader is a *leveldb.DB or a *leveldb.Snapshot.
+type reader interface {
+	Get(key []byte, ro *opt.ReadOptions) ([]byte, error)
+}
+
+// readCounters reads two 8-byte counters.
+func readCounters(r reader, k1, k2 []byte) (int64, int64, error) {
+	a, err := r.Get(k1, nil)
 	if err != nil {
 		return 0, 0, fmt.Errorf("counters: %w", mapErr(err))
 	}
-	b, err := s.db.Get(keyBytes, nil)
+	b, err := r.Get(k2, nil)
 	if err != nil {
 		return 0, 0, fmt.Errorf("counters: %w", mapErr(err))
 	}
-	if len(c) != 8 || len(b) != 8 {
+	if len(a) != 8 || len(b) != 8 {
 		return 0, 0, fmt.Errorf("counters: bad record: %w", blocks.ErrIntegrity)
 	}
-	return int64(binary.BigEndian.Uint64(c)), int64(binary.BigEndian.Uint64(b)), nil
+	return int64(binary.BigEndian.Uint64(a)), int64(binary.BigEndian.Uint64(b)), nil
 }
 
 // blobPath is dir/blobs/<last two chars of the CID string>/<CID string>.
@@ -578,24 +653,69 @@ func blockKey(c cid.Cid) []byte {
 	return append(append(make([]byte, 0, len(prefixBlock)+len(k)), prefixBlock...), k...)
 }
 
-// parseRecord decodes a block record: version, kind, uvarint size, and for
-// inline records the bytes.
-func parseRecord(rec []byte) (kind byte, size uint64, inline []byte, err error) {
-	if len(rec) < 3 || rec[0] != formatVersion {
-		return 0, 0, nil, errors.New("bad record version")
+// record is a decoded block record.
+type record struct {
+	version byte   // recordV1 or recordV2
+	kind    byte   // recordInline or recordFile
+	putAt   int64  // last Put, unix ns; 0 in a version-1 record
+	size    uint64 // the block's bytes
+	inline  []byte // the bytes of an inline record (aliases the input)
+}
+
+// parseRecord decodes a block record of either version:
+//
+//	v1: 1 | kind | uvarint size | [data]
+//	v2: 2 | kind | uint64be put time (unix ns) | uvarint size | [data]
+//
+// An inline record's data must be exactly size bytes; a file record has
+// nothing after the size.
+func parseRecord(rec []byte) (record, error) {
+	if len(rec) < 2 {
+		return record{}, errors.New("short record")
 	}
-	kind = rec[1]
-	size, n := binary.Uvarint(rec[2:])
+	r := record{version: rec[0], kind: rec[1]}
+	rest := rec[2:]
+	switch r.version {
+	case recordV1:
+	case recordV2:
+		if len(rest) < 8 {
+			return record{}, errors.New("short record")
+		}
+		r.putAt = int64(binary.BigEndian.Uint64(rest))
+		rest = rest[8:]
+	default:
+		return record{}, errors.New("bad record version")
+	}
+	size, n := binary.Uvarint(rest)
 	if n <= 0 {
-		return 0, 0, nil, errors.New("bad record size")
+		return record{}, errors.New("bad record size")
 	}
-	switch kind {
+	r.size, rest = size, rest[n:]
+	switch r.kind {
 	case recordInline:
-		return kind, size, rec[2+n:], nil
+		if uint64(len(rest)) != size {
+			return record{}, errors.New("inline data does not match the size")
+		}
+		r.inline = rest
 	case recordFile:
-		return kind, size, nil, nil
+		if len(rest) != 0 {
+			return record{}, errors.New("trailing bytes in file record")
+		}
+	default:
+		return record{}, errors.New("bad record kind")
 	}
-	return 0, 0, nil, errors.New("bad record kind")
+	return r, nil
+}
+
+// appendRecord encodes r as a version-2 record (whatever r.version says).
+func appendRecord(dst []byte, r record) []byte {
+	dst = append(dst, recordV2, r.kind)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(r.putAt))
+	dst = binary.AppendUvarint(dst, r.size)
+	if r.kind == recordInline {
+		dst = append(dst, r.inline...)
+	}
+	return dst
 }
 
 // verify reports whether c is a block CID (CIDv1 raw sha2-256) and data

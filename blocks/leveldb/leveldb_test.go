@@ -240,7 +240,7 @@ func TestCorruption(t *testing.T) {
 	}
 	// An inline record whose bytes rotted.
 	small := newBlock(t, 1000)
-	rec := []byte{formatVersion, recordInline}
+	rec := []byte{recordV1, recordInline}
 	rec = append(rec, 0xe8, 0x07) // uvarint 1000
 	rot := append([]byte(nil), small.Data...)
 	rot[0] ^= 0xff
@@ -293,8 +293,11 @@ func TestVersionRefused(t *testing.T) {
 	}
 }
 
-// TestHelperWriter is the subprocess of TestCrash: it puts blocks and
-// prints each acknowledged CID until it is killed.
+// TestHelperWriter is the subprocess of TestCrash: it puts blocks, pins
+// them (three pins, each replaced by the newest block and the one before),
+// unpins, deletes and runs GC (grace 0), printing each operation before it
+// starts (deletes, pins, GC) or once acknowledged (puts, pins), until it is
+// killed.
 func TestHelperWriter(t *testing.T) {
 	dir := os.Getenv("BT_LEVELDB_CRASH_DIR")
 	if dir == "" {
@@ -307,6 +310,17 @@ func TestHelperWriter(t *testing.T) {
 	}
 	ctx := context.Background()
 	out := bufio.NewWriter(os.Stdout)
+	say := func(format string, args ...any) {
+		fmt.Fprintf(out, format+"\n", args...)
+		out.Flush()
+	}
+	check := func(err error) {
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(2)
+		}
+	}
+	prev := map[string]cid.Cid{} // the newest block of each pin
 	for i := 0; ; i++ {
 		n := 1 << 10
 		if i%3 == 0 {
@@ -326,8 +340,62 @@ func TestHelperWriter(t *testing.T) {
 				fmt.Println("ERR", err)
 				os.Exit(2)
 			}
+			continue
+		}
+		name := fmt.Sprintf("p%d", i%3)
+		set := []cid.Cid{b.CID}
+		if p, ok := prev[name]; ok {
+			set = append(set, p)
+		}
+		strs := make([]string, len(set))
+		for j, c := range set {
+			strs[j] = c.String()
+		}
+		say("PINNING %s %s", name, strings.Join(strs, " "))
+		check(s.Pin(ctx, name, set))
+		say("PINNED %s", name)
+		prev[name] = b.CID
+		if i%11 == 10 {
+			say("UNPINNING %s", name)
+			check(s.Unpin(ctx, name))
+			say("UNPINNED %s", name)
+			delete(prev, name)
+		}
+		if i%13 == 12 {
+			say("GC")
+			_, err := s.GC(ctx, 0, nil)
+			check(err)
 		}
 	}
+}
+
+// pinState is what the crash test knows of one pin: the acknowledged set
+// (nil: no pin) and, while a Pin or Unpin is in flight, the set it makes
+// (nil for Unpin).
+type pinState struct {
+	acked, pending map[cid.Cid]bool
+	inFlight       bool
+}
+
+func cidSet(strs []string) map[cid.Cid]bool {
+	m := map[cid.Cid]bool{}
+	for _, s := range strs {
+		c, _ := cid.Decode(s)
+		m[c] = true
+	}
+	return m
+}
+
+func sameSet(a, b map[cid.Cid]bool) bool {
+	if (a == nil) != (b == nil) || len(a) != len(b) {
+		return false
+	}
+	for c := range a {
+		if !b[c] {
+			return false
+		}
+	}
+	return true
 }
 
 func TestCrash(t *testing.T) {
@@ -337,6 +405,22 @@ func TestCrash(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	acked := map[cid.Cid]int{}
+	pins := map[string]*pinState{}
+	pinOf := func(name string) *pinState {
+		if pins[name] == nil {
+			pins[name] = &pinState{}
+		}
+		return pins[name]
+	}
+	ackedPinned := func(c cid.Cid) bool {
+		for _, p := range pins {
+			if p.acked[c] {
+				return true
+			}
+		}
+		return false
+	}
+	pinOps, gcs := 0, 0
 	deadline := time.Now().Add(20 * time.Second)
 	iters := 0
 	for ; iters < 25 && time.Now().Before(deadline); iters++ {
@@ -364,6 +448,24 @@ func TestCrash(t *testing.T) {
 		for l := range lines {
 			f := strings.Fields(l)
 			switch {
+			case len(f) >= 2 && f[0] == "PINNING":
+				p := pinOf(f[1])
+				p.pending, p.inFlight = cidSet(f[2:]), true
+			case len(f) == 2 && f[0] == "UNPINNING":
+				p := pinOf(f[1])
+				p.pending, p.inFlight = nil, true
+			case len(f) == 2 && (f[0] == "PINNED" || f[0] == "UNPINNED"):
+				p := pinOf(f[1])
+				p.acked, p.pending, p.inFlight = p.pending, nil, false
+				pinOps++
+			case len(f) == 1 && f[0] == "GC":
+				// Unpinned blocks may go from now on.
+				for c := range acked {
+					if !ackedPinned(c) {
+						delete(acked, c)
+					}
+				}
+				gcs++
 			case len(f) == 2 && f[0] == "DEL":
 				c, _ := cid.Decode(f[1])
 				deleting[c] = true
@@ -416,9 +518,48 @@ func TestCrash(t *testing.T) {
 		if n, _, err := s.Size(ctx); err != nil || n != count {
 			t.Fatalf("iteration %d: Size = %d, %v; All saw %d", iters, n, err, count)
 		}
+		// Pins: each is its acknowledged state, or the one in flight.
+		seen := map[string]bool{}
+		for pi, err := range s.Pins(ctx) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[pi.Name] = true
+			if pins[pi.Name] == nil {
+				t.Fatalf("iteration %d: unknown pin %q", iters, pi.Name)
+			}
+		}
+		distinct := map[cid.Cid]bool{}
+		for name, p := range pins {
+			var got map[cid.Cid]bool
+			if seen[name] {
+				got = map[cid.Cid]bool{}
+				for c, err := range s.Pinned(ctx, name) {
+					if err != nil {
+						t.Fatal(err)
+					}
+					got[c] = true
+				}
+			}
+			if !sameSet(got, p.acked) && !(p.inFlight && sameSet(got, p.pending)) {
+				t.Fatalf("iteration %d: pin %q = %v, acknowledged %v (in flight %v: %v)", iters, name, got, p.acked, p.inFlight, p.pending)
+			}
+			p.acked, p.pending, p.inFlight = got, nil, false
+			for c := range got {
+				distinct[c] = true
+				// Every pinned block was put (acknowledged) before its
+				// Pin started and is never deleted while pinned.
+				if _, err := s.Get(ctx, c); err != nil {
+					t.Fatalf("iteration %d: pinned block %s of %q: %v", iters, c, name, err)
+				}
+			}
+		}
+		if st, err := s.Stat(ctx); err != nil || st.Pins != int64(len(seen)) || st.PinnedBlocks != int64(len(distinct)) || st.Blocks != count {
+			t.Fatalf("iteration %d: Stat = %+v, %v; want %d pins, %d pinned, %d blocks", iters, st, err, len(seen), len(distinct), count)
+		}
 		s.Close()
 	}
-	t.Logf("%d crash iterations, %d blocks acknowledged and verified", iters, len(acked))
+	t.Logf("%d crash iterations, %d blocks acknowledged and verified, %d pin operations, %d GCs", iters, len(acked), pinOps, gcs)
 	if iters < 20 {
 		t.Fatalf("only %d iterations in time", iters)
 	}
