@@ -112,6 +112,57 @@ type Config struct {
 	// Bootstrap are peers the daemon connects to on start (multiaddrs
 	// ending in /p2p/<peer-id>); `bt join` writes the inviter's.
 	Bootstrap []string `json:"bootstrap,omitempty"`
+	// Storage configures the block store; every field is optional.
+	Storage Storage `json:"storage,omitzero"`
+}
+
+// Storage configures the node's block store (docs/repo.md).
+type Storage struct {
+	// Quota bounds the bytes of stored blocks; 0 means none.
+	Quota int64 `json:"quota,omitempty"`
+	// Replicas is the default replication factor (1 when 0).
+	Replicas int `json:"replicas,omitempty"`
+	// Replication maps paths to replication factors; the longest prefix
+	// of a file's path wins.
+	Replication map[string]int `json:"replication,omitempty"`
+	// ScrubInterval is the time between scrubs (a Go duration, "off" to
+	// disable; default 6h).
+	ScrubInterval string `json:"scrub_interval,omitempty"`
+	// GCGrace keeps unpinned blocks younger than this from `bt repo gc`
+	// (a Go duration; default 1h).
+	GCGrace string `json:"gc_grace,omitempty"`
+}
+
+// MaxReplicas bounds a replication factor.
+const MaxReplicas = 16
+
+// validate checks st's fields.
+func (st Storage) validate() error {
+	if st.Quota < 0 {
+		return fmt.Errorf("storage.quota %d: want bytes ≥ 0", st.Quota)
+	}
+	if st.Replicas < 0 || st.Replicas > MaxReplicas {
+		return fmt.Errorf("storage.replicas %d: want 1..%d", st.Replicas, MaxReplicas)
+	}
+	for p, f := range st.Replication {
+		if _, err := paths.Parse(p); err != nil {
+			return fmt.Errorf("storage.replication %q: %v", p, err)
+		}
+		if f < 1 || f > MaxReplicas {
+			return fmt.Errorf("storage.replication %q: factor %d, want 1..%d", p, f, MaxReplicas)
+		}
+	}
+	if st.ScrubInterval != "" && st.ScrubInterval != "off" {
+		if d, err := time.ParseDuration(st.ScrubInterval); err != nil || d <= 0 {
+			return fmt.Errorf("storage.scrub_interval %q: want a positive duration such as 6h, or off", st.ScrubInterval)
+		}
+	}
+	if st.GCGrace != "" {
+		if d, err := time.ParseDuration(st.GCGrace); err != nil || d < 0 {
+			return fmt.Errorf("storage.gc_grace %q: want a duration such as 1h", st.GCGrace)
+		}
+	}
+	return nil
 }
 
 // Validate checks c and fills defaults. It refuses an unknown version
@@ -155,6 +206,9 @@ func (c *Config) Validate() error {
 		if _, err := peer.AddrInfoFromString(a); err != nil {
 			return bad("bootstrap %q: want a multiaddr ending in /p2p/<peer-id>: %v", a, err)
 		}
+	}
+	if err := c.Storage.validate(); err != nil {
+		return bad("%v", err)
 	}
 	usesTPM := c.NodeKey == CustodyTPM || c.RootKey == CustodyTPM
 	if usesTPM {

@@ -77,6 +77,15 @@ func TestValidate(t *testing.T) {
 		{"unknown custody", func(c *Config) { c.NodeKey = "hsm" }, ErrBadConfig},
 		{"tpm key without a tpm", func(c *Config) { c.NodeKey = CustodyTPM }, ErrBadConfig},
 		{"tpm without a tpm key", func(c *Config) { c.TPM = "/dev/tpmrm0" }, ErrBadConfig},
+		{"negative quota", func(c *Config) { c.Storage.Quota = -1 }, ErrBadConfig},
+		{"replicas 17", func(c *Config) { c.Storage.Replicas = 17 }, ErrBadConfig},
+		{"replication of a bad path", func(c *Config) { c.Storage.Replication = map[string]int{"photos": 2} }, ErrBadConfig},
+		{"replication factor 0", func(c *Config) { c.Storage.Replication = map[string]int{c.Node.String(): 0} }, ErrBadConfig},
+		{"bad scrub interval", func(c *Config) { c.Storage.ScrubInterval = "often" }, ErrBadConfig},
+		{"negative gc grace", func(c *Config) { c.Storage.GCGrace = "-1h" }, ErrBadConfig},
+		{"good storage", func(c *Config) {
+			c.Storage = Storage{Quota: 1 << 30, Replicas: 2, Replication: map[string]int{c.Node.String(): 3}, ScrubInterval: "off", GCGrace: "0s"}
+		}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good
