@@ -1,0 +1,443 @@
+package actors
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"blocktree.dev/bt/msg"
+	"blocktree.dev/bt/paths"
+)
+
+// nodeOf returns /<root>/<node> of p, false for a root path.
+func nodeOf(p paths.Path) (paths.Path, bool) {
+	d := p.Depth()
+	if d < 1 {
+		return paths.Path{}, false
+	}
+	for ; d > 1; d-- {
+		p, _ = p.Parent()
+	}
+	return p, true
+}
+
+// endpointOf returns the runtime endpoint of p's node.
+func endpointOf(p paths.Path) (node, ep paths.Path, err error) {
+	node, ok := nodeOf(p)
+	if !ok {
+		return paths.Path{}, paths.Path{}, fmt.Errorf("a root path names no node; address /<root>/<node>/…: %w", ErrNoActor)
+	}
+	ep, err = node.Join(endpointName)
+	return node, ep, err
+}
+
+// exchange sends one request to the runtime of to's node and returns its
+// checked reply.
+func (r *Runtime) exchange(ctx context.Context, op string, to paths.Path, w wireMsg) (*wireReply, error) {
+	if r.router == nil {
+		return nil, fmt.Errorf("actors: %s %s: %w", op, to, ErrRemote)
+	}
+	node, ep, err := endpointOf(to)
+	if err != nil {
+		return nil, fmt.Errorf("actors: %s %s: %w", op, to, err)
+	}
+	b := encode(w)
+	rb, err := r.router.Call(ctx, ep, bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		if errors.Is(err, msg.ErrNoEndpoint) {
+			return nil, fmt.Errorf("actors: %s %s: node %s runs no actor runtime: %w: %w", op, to, node, ErrNoActor, err)
+		}
+		return nil, fmt.Errorf("actors: %s %s: node %s: %w", op, to, node, err)
+	}
+	rep, err := decodeReply(rb)
+	if err != nil {
+		return nil, fmt.Errorf("actors: %s %s: reply from %s: %w", op, to, node, err)
+	}
+	return rep, nil
+}
+
+func (r *Runtime) remoteSend(ctx context.Context, from, to paths.Path, m any) error {
+	name, data, err := r.types.encode(m)
+	if err != nil {
+		return fmt.Errorf("actors: send %s: %w", to, err)
+	}
+	w := wireMsg{V: WireVersion, K: kindSend, To: to.String(), T: name, M: data}
+	if from != r.self {
+		w.From = from.String()
+	}
+	rep, err := r.exchange(ctx, "send", to, w)
+	if err != nil {
+		return err
+	}
+	if rep.C != codeOK {
+		return errOf("send", to, rep.C, rep.E)
+	}
+	return nil
+}
+
+func (r *Runtime) remoteCall(ctx context.Context, from, to paths.Path, m any) (any, error) {
+	name, data, err := r.types.encode(m)
+	if err != nil {
+		return nil, fmt.Errorf("actors: call %s: %w", to, err)
+	}
+	w := wireMsg{V: WireVersion, K: kindCall, To: to.String(), T: name, M: data}
+	if from != r.self {
+		w.From = from.String()
+	}
+	rep, err := r.exchange(ctx, "call", to, w)
+	if err != nil {
+		return nil, err
+	}
+	if rep.C != codeOK {
+		return nil, errOf("call", to, rep.C, rep.E)
+	}
+	if rep.T == "" {
+		return nil, nil
+	}
+	v, err := r.types.decode(rep.T, rep.M)
+	if err != nil {
+		return nil, fmt.Errorf("actors: call %s: reply: %w", to, err)
+	}
+	return v, nil
+}
+
+// handleRemote is the msg handler of the runtime's endpoint. Every
+// request gets a wireReply; errors travel in it, not as msg errors.
+func (r *Runtime) handleRemote(ctx context.Context, m *msg.Message) ([]byte, error) {
+	if m.Size > MaxEnvelope {
+		return errReply(fmt.Errorf("request of %d bytes, over %d: %w", m.Size, MaxEnvelope, ErrBadMessage)), nil
+	}
+	b, err := io.ReadAll(io.LimitReader(m.Body, MaxEnvelope+1))
+	if err != nil {
+		return nil, err
+	}
+	d, err := decodeMsg(b)
+	if err != nil {
+		return errReply(err), nil
+	}
+	return r.serveRequest(ctx, m.From, d), nil
+}
+
+// serveRequest runs a checked request from the node at fromNode (a proven
+// node path).
+func (r *Runtime) serveRequest(ctx context.Context, fromNode paths.Path, d *decoded) []byte {
+	if d.kind == kindWatch {
+		return encode(wireReply{V: WireVersion, X: r.gone(d.watch)})
+	}
+	from := fromNode
+	if !d.from.IsZero() {
+		if !d.from.HasPrefix(fromNode) {
+			return errReply(fmt.Errorf("sender %s is not under its node %s: %w", d.from, fromNode, ErrBadMessage))
+		}
+		from = d.from
+	}
+	if !r.isLocal(d.to) {
+		return errReply(fmt.Errorf("%s is not on node %s: %w", d.to, r.self, ErrNoActor))
+	}
+	v, err := r.types.decode(d.tname, d.data)
+	if err != nil {
+		return errReply(err)
+	}
+	if d.kind == kindSend {
+		if err := r.deliverLocal(ctx, d.to, envelope{msg: v, from: from}, "send"); err != nil {
+			return errReply(err)
+		}
+		return encode(wireReply{V: WireVersion})
+	}
+	reply, err := r.call(ctx, from, d.to, v)
+	if err != nil {
+		return errReply(err)
+	}
+	if reply == nil {
+		return encode(wireReply{V: WireVersion})
+	}
+	name, data, err := r.types.encode(reply)
+	if err != nil {
+		return errReply(fmt.Errorf("reply: %w", err))
+	}
+	return encode(wireReply{V: WireVersion, T: name, M: data})
+}
+
+// gone returns the watched paths that have no actor here, with their
+// remembered outcomes.
+func (r *Runtime) gone(ps []paths.Path) []wireExit {
+	var out []wireExit
+	for _, p := range ps {
+		r.mu.RLock()
+		live := r.procs[p] != nil
+		r.mu.RUnlock()
+		if live || (r.isLocal(p) && r.serviceFor(p) != nil) {
+			continue
+		}
+		x := wireExit{P: p.String(), O: uint64(NoActor)}
+		if e, ok := r.recall(p); ok {
+			x.O = uint64(e.Outcome)
+			if e.Err != nil {
+				x.E = cut(e.Err.Error())
+			}
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// recentExits remembers the last exits, so that a monitor that asks
+// after the fact learns the outcome. Guarded by Runtime.xmu.
+type recentExits struct {
+	max   int
+	m     map[paths.Path]Exit
+	order []paths.Path
+	at    map[paths.Path]time.Time
+}
+
+func (x *recentExits) init(n int) {
+	x.max = n
+	x.m = make(map[paths.Path]Exit)
+	x.at = make(map[paths.Path]time.Time)
+}
+
+func (r *Runtime) remember(e Exit) {
+	r.xmu.Lock()
+	defer r.xmu.Unlock()
+	x := &r.recent
+	if _, ok := x.m[e.Path]; !ok {
+		x.order = append(x.order, e.Path)
+	}
+	x.m[e.Path] = e
+	x.at[e.Path] = time.Now()
+	for len(x.order) > x.max {
+		delete(x.m, x.order[0])
+		delete(x.at, x.order[0])
+		x.order = x.order[1:]
+	}
+}
+
+func (r *Runtime) recall(p paths.Path) (Exit, bool) {
+	r.xmu.Lock()
+	defer r.xmu.Unlock()
+	e, ok := r.recent.m[p]
+	if ok && time.Since(r.recent.at[p]) > recentExitTTL {
+		return Exit{}, false
+	}
+	return e, ok
+}
+
+// monitors are the watches of this runtime on other nodes' actors.
+type monitors struct {
+	// mu guards the fields below.
+	mu     sync.Mutex
+	nextID uint64
+	nodes  map[paths.Path]*nodeWatch
+}
+
+type nodeWatch struct {
+	node    paths.Path
+	watches map[uint64]*watch
+}
+
+type watch struct {
+	target paths.Path
+	once   sync.Once
+	notify func(Down)
+}
+
+func (w *watch) fire(d Down) { w.once.Do(func() { w.notify(d) }) }
+
+func (m *monitors) init() { m.nodes = make(map[paths.Path]*nodeWatch) }
+
+// Monitor makes the actor at watcher (of this node) watch the actor at
+// target, of this node or another: the watcher gets one Down notice when
+// the target stops (outcome as in its Exit), is not there (NoActor), or
+// its node stops answering (NodeDown, within WithMonitorBound). cancel
+// stops watching. Safe for concurrent use.
+func (r *Runtime) Monitor(ctx context.Context, watcher, target paths.Path) (cancel func(), err error) {
+	r.mu.RLock()
+	w := r.procs[watcher]
+	r.mu.RUnlock()
+	if w == nil {
+		return nil, fmt.Errorf("actors: monitor %s: watcher %s is not a live actor of this node: %w", target, watcher, ErrNoActor)
+	}
+	return r.monitor(ctx, target, w)
+}
+
+// MonitorFunc is Monitor with a function instead of a watching actor: f
+// is called once, on a goroutine of the runtime, with the Down notice.
+func (r *Runtime) MonitorFunc(ctx context.Context, target paths.Path, f func(Down)) (cancel func(), err error) {
+	return r.watchTarget(ctx, target, f)
+}
+
+func (r *Runtime) monitor(ctx context.Context, target paths.Path, w *proc) (func(), error) {
+	cancel, err := r.watchTarget(ctx, target, func(d Down) { w.mb.notify(d) })
+	if err != nil {
+		return nil, err
+	}
+	id, ok := w.onStop(cancel)
+	if !ok {
+		cancel()
+		return nil, fmt.Errorf("actors: monitor %s: watcher %s: %w", target, w.path, ErrStopped)
+	}
+	return func() { cancel(); w.dropCleanup(id) }, nil
+}
+
+func (r *Runtime) watchTarget(ctx context.Context, target paths.Path, f func(Down)) (func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("actors: monitor %s: %w", target, err)
+	}
+	w := &watch{target: target, notify: f}
+	r.mon.mu.Lock()
+	r.mon.nextID++
+	id := r.mon.nextID
+	r.mon.mu.Unlock()
+	if r.isLocal(target) {
+		r.mu.RLock()
+		p := r.procs[target]
+		r.mu.RUnlock()
+		if p == nil || !p.watch(id, w.fire) {
+			if p == nil && r.serviceFor(target) != nil {
+				return func() {}, nil // a service path never stops
+			}
+			d := Down{Path: target, Outcome: NoActor, At: time.Now()}
+			if p != nil {
+				<-p.done
+			}
+			if e, ok := r.recall(target); ok {
+				d.Outcome, d.Err = e.Outcome, e.Err
+			}
+			w.fire(d)
+			return func() {}, nil
+		}
+		return func() { p.unwatch(id) }, nil
+	}
+	if r.router == nil {
+		return nil, fmt.Errorf("actors: monitor %s: %w", target, ErrRemote)
+	}
+	node, _, err := endpointOf(target)
+	if err != nil {
+		return nil, fmt.Errorf("actors: monitor %s: %w", target, err)
+	}
+	r.mon.mu.Lock()
+	nw := r.mon.nodes[node]
+	start := nw == nil
+	if start {
+		nw = &nodeWatch{node: node, watches: make(map[uint64]*watch)}
+		r.mon.nodes[node] = nw
+	}
+	nw.watches[id] = w
+	r.mon.mu.Unlock()
+	if start {
+		if !r.enter() {
+			r.mon.mu.Lock()
+			delete(r.mon.nodes, node)
+			r.mon.mu.Unlock()
+			return nil, fmt.Errorf("actors: monitor %s: %w", target, ErrClosed)
+		}
+		go r.watchNode(nw)
+	}
+	return func() {
+		r.mon.mu.Lock()
+		delete(nw.watches, id)
+		r.mon.mu.Unlock()
+	}, nil
+}
+
+// watchNode asks node's runtime about the watched actors every bound/3,
+// giving each question bound/3; two failed questions in a row mean the
+// node is down. So a monitor hears of a stopped actor within about
+// bound/3, and of a dead node within bound.
+func (r *Runtime) watchNode(nw *nodeWatch) {
+	defer r.wg.Done()
+	every := r.cfg.monitorBound / 3
+	t := time.NewTimer(0)
+	defer t.Stop()
+	failed := 0
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		started := time.Now()
+		r.mon.mu.Lock()
+		var targets []string
+		seen := make(map[paths.Path]bool)
+		for _, w := range nw.watches {
+			if !seen[w.target] && len(targets) < maxWatch {
+				seen[w.target] = true
+				targets = append(targets, w.target.String())
+			}
+		}
+		if len(targets) == 0 {
+			delete(r.mon.nodes, nw.node)
+			r.mon.mu.Unlock()
+			return
+		}
+		r.mon.mu.Unlock()
+		ctx, cancel := context.WithTimeout(r.ctx, every)
+		rep, err := r.exchange(ctx, "watch", nw.node, wireMsg{V: WireVersion, K: kindWatch, W: targets})
+		cancel()
+		if r.ctx.Err() != nil {
+			return
+		}
+		if err == nil && rep.C != codeOK {
+			err = errOf("watch", nw.node, rep.C, rep.E)
+		}
+		if err != nil {
+			failed++
+			if failed >= 2 {
+				r.nodeDown(nw, err)
+				return
+			}
+		} else {
+			failed = 0
+			r.fireExits(nw, rep.X)
+		}
+		t.Reset(max(0, every-time.Since(started)))
+	}
+}
+
+func (r *Runtime) nodeDown(nw *nodeWatch, err error) {
+	r.mon.mu.Lock()
+	ws := make([]*watch, 0, len(nw.watches))
+	for _, w := range nw.watches {
+		ws = append(ws, w)
+	}
+	clear(nw.watches)
+	delete(r.mon.nodes, nw.node)
+	r.mon.mu.Unlock()
+	now := time.Now()
+	for _, w := range ws {
+		w.fire(Down{Path: w.target, Outcome: NodeDown, Err: fmt.Errorf("node %s stopped answering: %w", nw.node, err), At: now})
+	}
+}
+
+func (r *Runtime) fireExits(nw *nodeWatch, xs []wireExit) {
+	if len(xs) == 0 {
+		return
+	}
+	gone := make(map[string]wireExit, len(xs))
+	for _, x := range xs {
+		gone[x.P] = x
+	}
+	var fire []*watch
+	r.mon.mu.Lock()
+	for id, w := range nw.watches {
+		if _, ok := gone[w.target.String()]; ok {
+			fire = append(fire, w)
+			delete(nw.watches, id)
+		}
+	}
+	r.mon.mu.Unlock()
+	now := time.Now()
+	for _, w := range fire {
+		x := gone[w.target.String()]
+		d := Down{Path: w.target, Outcome: Outcome(x.O), At: now}
+		if x.E != "" {
+			d.Err = errors.New(x.E)
+		}
+		w.fire(d)
+	}
+}

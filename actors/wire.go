@@ -1,0 +1,260 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"blocktree.dev/bt/internal/canon"
+	"blocktree.dev/bt/paths"
+)
+
+// WireVersion is the version of the remote message format this build
+// writes and the only one it reads (docs/actors.md).
+const WireVersion = 1
+
+// Message kinds on the wire.
+const (
+	kindSend  = 0
+	kindCall  = 1
+	kindWatch = 2
+)
+
+// Limits of the wire format.
+const (
+	// MaxEnvelope bounds an encoded request or reply.
+	MaxEnvelope = canon.MaxSize
+	// maxWatch bounds the paths of one watch request.
+	maxWatch = 1024
+)
+
+// wireMsg is a request from one runtime to another, version 1.
+type wireMsg struct {
+	V    uint64   `cbor:"v"`
+	K    uint64   `cbor:"k"`              // kindSend, kindCall, kindWatch
+	To   string   `cbor:"to,omitempty"`   // target actor path (send, call)
+	From string   `cbor:"from,omitempty"` // sending actor's path; absent: the node itself
+	T    string   `cbor:"t,omitempty"`    // the message's registered type name
+	M    []byte   `cbor:"m,omitempty"`    // the message, canonical CBOR of that type
+	W    []string `cbor:"w,omitempty"`    // watch: the watched paths
+}
+
+// wireReply answers a wireMsg.
+type wireReply struct {
+	V uint64     `cbor:"v"`
+	C uint64     `cbor:"c,omitempty"` // outcome code; 0: ok
+	E string     `cbor:"e,omitempty"` // error text
+	T string     `cbor:"t,omitempty"` // reply type name; absent: nil reply
+	M []byte     `cbor:"m,omitempty"` // the reply value
+	X []wireExit `cbor:"x,omitempty"` // watch: watched actors that are gone
+}
+
+// wireExit is a watched actor that is gone.
+type wireExit struct {
+	P string `cbor:"p"`           // its path
+	O uint64 `cbor:"o"`           // its Outcome
+	E string `cbor:"e,omitempty"` // its error text
+}
+
+// Reply codes.
+const (
+	codeOK          = 0
+	codeNoActor     = 1
+	codeMailboxFull = 2
+	codeProtocol    = 3
+	codeFailed      = 4
+	codePanicked    = 5
+	codeStopped     = 6
+	codeType        = 7
+	codeBad         = 8
+	codeDeadline    = 9
+	codeClosed      = 10
+	codeOther       = 11
+)
+
+// maxErrText bounds an error text on the wire.
+const maxErrText = 1024
+
+// decoded is a checked request.
+type decoded struct {
+	kind  uint64
+	to    paths.Path
+	from  paths.Path
+	tname string
+	data  []byte
+	watch []paths.Path
+}
+
+func checkVersion(b []byte) error {
+	if len(b) > MaxEnvelope {
+		return fmt.Errorf("%d bytes, over %d: %w", len(b), MaxEnvelope, ErrBadMessage)
+	}
+	v, err := canon.Version(b)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadMessage, err)
+	}
+	if v != WireVersion {
+		return fmt.Errorf("unknown format version %d (this build reads %d): %w", v, WireVersion, ErrBadMessage)
+	}
+	return nil
+}
+
+// decodeMsg parses and checks a request: canonical CBOR of version 1,
+// with the fields its kind needs and no others, and canonical paths.
+func decodeMsg(b []byte) (*decoded, error) {
+	if err := checkVersion(b); err != nil {
+		return nil, err
+	}
+	var w wireMsg
+	if err := canon.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
+	}
+	d := &decoded{kind: w.K, tname: w.T, data: w.M}
+	switch w.K {
+	case kindSend, kindCall:
+		if w.T == "" || len(w.T) > maxTypeName || len(w.M) == 0 || len(w.W) > 0 {
+			return nil, fmt.Errorf("send or call needs a type name of 1 to %d bytes and a message, and no watch list: %w", maxTypeName, ErrBadMessage)
+		}
+		to, err := paths.Parse(w.To)
+		if err != nil {
+			return nil, fmt.Errorf("target: %w: %w", ErrBadMessage, err)
+		}
+		d.to = to
+		if w.From != "" {
+			if d.from, err = paths.Parse(w.From); err != nil {
+				return nil, fmt.Errorf("sender: %w: %w", ErrBadMessage, err)
+			}
+		}
+	case kindWatch:
+		if w.To != "" || w.From != "" || w.T != "" || len(w.M) > 0 || len(w.W) == 0 || len(w.W) > maxWatch {
+			return nil, fmt.Errorf("watch needs 1 to %d paths and nothing else: %w", maxWatch, ErrBadMessage)
+		}
+		for _, s := range w.W {
+			p, err := paths.Parse(s)
+			if err != nil {
+				return nil, fmt.Errorf("watched path: %w: %w", ErrBadMessage, err)
+			}
+			d.watch = append(d.watch, p)
+		}
+	default:
+		return nil, fmt.Errorf("unknown kind %d: %w", w.K, ErrBadMessage)
+	}
+	return d, nil
+}
+
+// decodeReply parses and checks a reply.
+func decodeReply(b []byte) (*wireReply, error) {
+	if err := checkVersion(b); err != nil {
+		return nil, err
+	}
+	var w wireReply
+	if err := canon.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
+	}
+	switch {
+	case w.C > codeOther:
+		return nil, fmt.Errorf("unknown reply code %d: %w", w.C, ErrBadMessage)
+	case w.C != codeOK && (w.T != "" || len(w.M) > 0 || len(w.X) > 0):
+		return nil, fmt.Errorf("an error reply with a value: %w", ErrBadMessage)
+	case (w.T == "") != (len(w.M) == 0) || len(w.T) > maxTypeName:
+		return nil, fmt.Errorf("reply type and value must come together: %w", ErrBadMessage)
+	case len(w.E) > maxErrText+3:
+		return nil, fmt.Errorf("error text over %d bytes: %w", maxErrText, ErrBadMessage)
+	case len(w.X) > maxWatch:
+		return nil, fmt.Errorf("over %d exits: %w", maxWatch, ErrBadMessage)
+	}
+	for _, x := range w.X {
+		if _, err := paths.Parse(x.P); err != nil {
+			return nil, fmt.Errorf("exit path: %w: %w", ErrBadMessage, err)
+		}
+		if x.O > uint64(NodeDown) {
+			return nil, fmt.Errorf("unknown outcome %d: %w", x.O, ErrBadMessage)
+		}
+	}
+	return &w, nil
+}
+
+func encode(v any) []byte {
+	b, err := canon.Marshal(v)
+	if err != nil { // only for values these types cannot hold
+		panic(fmt.Sprintf("actors: encode %T: %v", v, err))
+	}
+	return b
+}
+
+func cut(s string) string {
+	if len(s) > maxErrText {
+		return s[:maxErrText] + "…"
+	}
+	return s
+}
+
+// errReply encodes err as a reply.
+func errReply(err error) []byte {
+	text := err.Error()
+	var ae *ActorError
+	if errors.As(err, &ae) {
+		text = ae.Msg
+	}
+	return encode(wireReply{V: WireVersion, C: codeOf(err), E: cut(text)})
+}
+
+func codeOf(err error) uint64 {
+	var ae *ActorError
+	switch {
+	case errors.As(err, &ae):
+		if ae.Outcome == Panicked {
+			return codePanicked
+		}
+		return codeFailed
+	case errors.Is(err, ErrNoActor):
+		return codeNoActor
+	case errors.Is(err, ErrMailboxFull):
+		return codeMailboxFull
+	case errors.Is(err, ErrProtocol):
+		return codeProtocol
+	case errors.Is(err, ErrStopped):
+		return codeStopped
+	case errors.Is(err, ErrUnregisteredType):
+		return codeType
+	case errors.Is(err, ErrBadMessage):
+		return codeBad
+	case errors.Is(err, ErrClosed):
+		return codeClosed
+	case errors.Is(err, context.DeadlineExceeded):
+		return codeDeadline
+	}
+	return codeOther
+}
+
+// errOf turns a reply's code into the caller's error.
+func errOf(op string, to paths.Path, c uint64, text string) error {
+	var sentinel error
+	switch c {
+	case codeFailed, codePanicked:
+		o := Failed
+		if c == codePanicked {
+			o = Panicked
+		}
+		return &ActorError{Path: to, Outcome: o, Msg: text}
+	case codeNoActor:
+		sentinel = ErrNoActor
+	case codeMailboxFull:
+		sentinel = ErrMailboxFull
+	case codeProtocol:
+		sentinel = ErrProtocol
+	case codeStopped:
+		sentinel = ErrStopped
+	case codeType:
+		sentinel = ErrUnregisteredType
+	case codeBad:
+		sentinel = ErrBadMessage
+	case codeClosed:
+		sentinel = ErrClosed
+	case codeDeadline:
+		return fmt.Errorf("actors: %s %s: remote: %s: %w", op, to, text, context.DeadlineExceeded)
+	default:
+		return fmt.Errorf("actors: %s %s: remote error: %s", op, to, text)
+	}
+	return fmt.Errorf("actors: %s %s: remote: %s: %w", op, to, text, sentinel)
+}
