@@ -181,3 +181,71 @@ type Published struct {
 	Confidential bool   `json:"confidential,omitempty"`
 	Readable     bool   `json:"readable"`
 }
+
+// BlockPutResult answers POST /v1/blocks, whose body is a file's bytes
+// (Content-Type application/octet-stream; query: replicas=N, path=PATH).
+// The daemon seals the file under a fresh key; Root and Key read it back.
+type BlockPutResult struct {
+	Root     string   `json:"root"`               // the file's root CID (its manifest block)
+	Key      string   `json:"key"`                // the file key, base64url without padding
+	Size     uint64   `json:"size"`               // plaintext bytes
+	Blocks   int      `json:"blocks"`             // sealed chunks
+	Replicas []string `json:"replicas,omitempty"` // other nodes that hold it
+}
+
+// BlockGetRequest is POST /v1/blocks/get. The answer is the file's
+// plaintext (application/octet-stream); an error found after the first
+// byte is sent in the trailer TrailerError, and the body is then a prefix
+// of the true plaintext.
+type BlockGetRequest struct {
+	Root    string   `json:"root"`
+	Key     string   `json:"key"`
+	From    []string `json:"from,omitempty"`    // paths of nodes to ask first
+	Timeout string   `json:"timeout,omitempty"` // Go duration; default 5m
+}
+
+// TrailerError carries an error that ended a streamed answer, as JSON.
+const TrailerError = "Bt-Error"
+
+// RepoStat answers GET /v1/repo/stat.
+type RepoStat struct {
+	Dir          string `json:"dir"` // the block store's directory
+	Blocks       int64  `json:"blocks"`
+	Bytes        int64  `json:"bytes"`
+	Pins         int64  `json:"pins"`
+	PinnedBlocks int64  `json:"pinned_blocks"`
+	Quota        int64  `json:"quota"` // 0 = none
+}
+
+// GCRequest is POST /v1/repo/gc; the answer is a stream of JSON lines,
+// RepoEvent values: "progress" events, then one "done".
+type GCRequest struct {
+	Grace string `json:"grace,omitempty"` // Go duration; default the repo's gc_grace
+}
+
+// VerifyRequest is POST /v1/repo/verify; the answer is a stream of JSON
+// lines, RepoEvent values: "progress" events, then one "done".
+type VerifyRequest struct {
+	Repair bool `json:"repair,omitempty"` // delete corrupt blocks, fetch missing pinned ones
+}
+
+// RepoEvent is one line of a /v1/repo/gc or /v1/repo/verify stream.
+type RepoEvent struct {
+	Event string `json:"event"` // "progress", "done" or "error"
+	// gc
+	Scanned int64 `json:"scanned,omitempty"`
+	Deleted int64 `json:"deleted,omitempty"`
+	Freed   int64 `json:"freed,omitempty"`
+	Kept    int64 `json:"kept,omitempty"`
+	// verify
+	Checked  int64    `json:"checked,omitempty"`
+	Total    int64    `json:"total,omitempty"`
+	Bytes    int64    `json:"bytes,omitempty"`
+	Corrupt  []string `json:"corrupt,omitempty"`
+	Missing  []string `json:"missing,omitempty"`
+	Repaired []string `json:"repaired,omitempty"`
+	Removed  []string `json:"removed,omitempty"` // corrupt unpinned blocks deleted by a repair
+	NCorrupt int64    `json:"n_corrupt,omitempty"`
+	// error
+	Error *Error `json:"error,omitempty"`
+}

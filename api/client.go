@@ -74,6 +74,12 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	return c.roundTrip(ctx, req)
+}
+
+// roundTrip makes one request and returns a 200 answer; any other status
+// is turned into the daemon's *Error.
+func (c *Client) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
@@ -121,4 +127,59 @@ func (c *Client) Stream(ctx context.Context, path string, in any, each func(line
 		return fmt.Errorf("the daemon's stream broke: %w", err)
 	}
 	return errors.New("the daemon ended the stream (did it stop?)")
+}
+
+// Upload sends body as the raw request body (application/octet-stream) and
+// decodes the JSON answer into out.
+func (c *Client) Upload(ctx context.Context, path string, query url.Values, body io.Reader, out any) error {
+	u := "http://bt" + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.roundTrip(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("reading the daemon's answer: %w", err)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decoding the daemon's answer: %w", err)
+	}
+	return nil
+}
+
+// Download sends in as JSON and copies the raw answer to w. An error the
+// daemon reports after the first byte (trailer TrailerError) is returned;
+// w has then received a prefix of the answer.
+func (c *Client) Download(ctx context.Context, path string, in any, w io.Writer) error {
+	resp, err := c.send(ctx, http.MethodPost, path, nil, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("receiving from the daemon: %w", err)
+	}
+	if t := resp.Trailer.Get(TrailerError); t != "" {
+		var e Error
+		if json.Unmarshal([]byte(t), &e) == nil && e.Kind != "" {
+			return &e
+		}
+		return Errorf(KindInternal, "%s", t)
+	}
+	return nil
 }

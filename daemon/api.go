@@ -11,7 +11,10 @@ import (
 
 	ma "github.com/multiformats/go-multiaddr"
 
+	"blocktree.dev/bt/actors"
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/blocks"
+	"blocktree.dev/bt/blocks/replica"
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/invite"
 	"blocktree.dev/bt/msg"
@@ -35,6 +38,12 @@ type server struct {
 	custody tpm.Info
 	started time.Time
 	log     *slog.Logger
+
+	actors   *actors.Runtime
+	store    blocks.PinStore
+	storeDir string
+	replica  *replica.Service
+	gcGrace  time.Duration
 }
 
 // maxBody bounds a request body.
@@ -52,6 +61,12 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/listen", s.listen)
 	mux.HandleFunc("POST /v1/publish", s.handleN(pubsub.DefaultMaxMessage/3*4+maxBody, s.publish))
 	mux.HandleFunc("POST /v1/subscribe", s.subscribe)
+	mux.HandleFunc("GET /v1/actors", s.handle(s.actorsList))
+	mux.HandleFunc("POST /v1/blocks", s.blockPut)
+	mux.HandleFunc("POST /v1/blocks/get", s.blockGet)
+	mux.HandleFunc("GET /v1/repo/stat", s.handle(s.repoStat))
+	mux.HandleFunc("POST /v1/repo/gc", s.repoGC)
+	mux.HandleFunc("POST /v1/repo/verify", s.repoVerify)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, api.Errorf(api.KindInvalid, "no endpoint %s %s (this daemon speaks docs/api.md v1)", r.Method, r.URL.Path))
 	})

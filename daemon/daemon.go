@@ -25,7 +25,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"blocktree.dev/bt/actors"
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/blocks/exchange"
+	"blocktree.dev/bt/blocks/leveldb"
+	"blocktree.dev/bt/blocks/replica"
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/invite"
 	"blocktree.dev/bt/msg"
@@ -65,6 +69,9 @@ type Ready struct {
 	Addrs  []string `json:"addrs"`
 	Socket string   `json:"socket"`
 }
+
+// BlocksDir is the block store's directory in the repo.
+const BlocksDir = "blocks"
 
 // DefaultHostCertTTL is how long a host key's certificate lasts.
 const DefaultHostCertTTL = 30 * 24 * time.Hour
@@ -143,6 +150,50 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 
 	srv := &server{repo: r, node: node, msgs: router, pubsub: ps, maxMsg: opts.MaxMessage, invites: reg, custody: custody,
 		started: time.Now(), log: log.With("subsystem", "api")}
+
+	// Actors: the runtime Wasm modules and services run in.
+	rt, err := actors.New(r.Config.Node, router, actors.WithPubSub(ps), actors.WithLogger(log))
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	defer rt.Close()
+	srv.actors = rt
+
+	// Blocks: the durable store, the exchange that serves and fetches
+	// them, and the replication service over both.
+	st := r.Config.Storage
+	srv.storeDir = filepath.Join(r.Dir, BlocksDir)
+	store, err := leveldb.Open(srv.storeDir, leveldb.WithQuota(st.Quota))
+	if err != nil {
+		return fmt.Errorf("daemon: block store: %w", err)
+	}
+	defer store.Close()
+	srv.store = store
+	xch, err := exchange.New(node, store, exchange.Config{Log: log})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	defer xch.Close()
+	pol, err := replicationPolicy(st.Replication, st.Replicas)
+	if err != nil {
+		return err
+	}
+	rcfg := replica.Config{Policy: pol, Log: log}
+	switch st.ScrubInterval {
+	case "":
+	case "off":
+		rcfg.ScrubInterval = -1
+	default:
+		rcfg.ScrubInterval, _ = time.ParseDuration(st.ScrubInterval) // validated by repo
+	}
+	srv.gcGrace = defaultGCGrace
+	if st.GCGrace != "" {
+		srv.gcGrace, _ = time.ParseDuration(st.GCGrace) // validated by repo
+	}
+	srv.replica = replica.New(store, xch, srv.members, rcfg)
+	scrubbed := make(chan struct{})
+	go func() { defer close(scrubbed); _ = srv.replica.Serve(ctx) }()
+	defer func() { cancel(); <-scrubbed }()
 	if srv.maxMsg <= 0 {
 		srv.maxMsg = msg.DefaultMaxMessage
 	}

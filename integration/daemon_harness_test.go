@@ -46,7 +46,11 @@ func (n *node) start(extra ...string) *daemon {
 	n.t.Helper()
 	args := append([]string{"--repo", n.repo, "--log-level", "debug", "daemon", "--json"}, loopbackFlags...)
 	args = append(args, extra...)
-	cmd := exec.Command(btBin, args...)
+	bin := n.bin
+	if bin == "" {
+		bin = btBin
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(cleanEnv(), n.env...)
 	logs, err := os.CreateTemp(n.t.TempDir(), "daemon-*.log")
 	if err != nil {

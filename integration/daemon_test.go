@@ -369,3 +369,20 @@ func TestWrongWritecapRefused(t *testing.T) {
 		t.Fatalf("daemon with another node's writecap: %s", r)
 	}
 }
+
+// TestActorsListed: the daemon runs an actor runtime and `bt actors`
+// reports it, as JSON and as text.
+func TestActorsListed(t *testing.T) {
+	n := newNode(t)
+	n.env = []string{"BT_PASSPHRASE=pw"}
+	n.ok("init", "--name", "actors", "--tpm", "none")
+	n.start()
+	r := n.ok("actors", "--json")
+	var list []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || list == nil {
+		t.Fatalf("bt actors --json: want a JSON list, got %s (%v)", r, err)
+	}
+	if r := n.ok("actors"); !strings.Contains(r.stdout, "no actors") && !strings.Contains(r.stdout, "PATH") {
+		t.Fatalf("bt actors: %s", r)
+	}
+}

@@ -13,8 +13,9 @@ import (
 	"time"
 )
 
-// btBin is the bt binary built once for the whole run by TestMain.
-var btBin string
+// btBin is the bt binary built once for the whole run by TestMain;
+// btLiarBin is built with the bt_liar tag, for lying daemons.
+var btBin, btLiarBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "bt-integration-")
@@ -27,6 +28,15 @@ func TestMain(m *testing.M) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "integration: building bt:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	// The same bt with the exchange's test-only lying modes (BT_LIE).
+	btLiarBin = filepath.Join(dir, "bt-liar")
+	build = exec.Command("go", "build", "-tags", "bt_liar", "-o", btLiarBin, "blocktree.dev/bt/cmd/bt")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "integration: building bt with -tags bt_liar:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -51,6 +61,7 @@ type node struct {
 	t    testing.TB
 	repo string
 	env  []string
+	bin  string // the bt binary its daemon runs; btBin when empty
 }
 
 func newNode(t testing.TB) *node {
