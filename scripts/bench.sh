@@ -11,3 +11,9 @@ if ! command -v nats-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&
 	"${sudo[@]}" apt-get install -y -qq nats-server >/dev/null || echo "bench: no nats-server; the NATS anchor is skipped" >&2
 fi
 go test -run '^$' -bench . -benchtime=1x "${@:-./...}" | grep -E '^(bench |ok|FAIL|---)'
+# The anchors that live in modules of their own (boxo bitswap, protoactor-go).
+if [ $# -eq 0 ]; then
+	for m in bench/bitswap bench/protoactor; do
+		(cd "$m" && go test -run '^$' -bench . -benchtime=1x ./... | grep -E '^(bench |ok|FAIL|---)')
+	done
+fi
