@@ -12,8 +12,26 @@
 // (request and reply, bounded by the ctx's deadline) take a path: for
 // an actor of this node the Go value itself is queued, nothing is
 // encoded; for another node's actor the value is encoded (its type
-// registered with WithTypes/TypeOf) and carried by msg.Router to that
-// node's runtime endpoint, /<root>/<node>/.actors.
+// registered with WithTypes/TypeOf) and carried to that node's runtime:
+// with WithP2P on one long-lived stream per pair of nodes
+// (StreamProtocol), requests pipelined and replies matched by ID;
+// without it, or to a node that does not speak that protocol, by
+// msg.Router to the node's endpoint, /<root>/<node>/.actors.
+//
+// # Remote flow control
+//
+// On a stream, a remote Send returns once its frame is queued with
+// credit: the receiving node grants each stream a window of requests in
+// flight (DefaultWindow) and of tells in flight per target actor
+// (DefaultTargetWindow), and gives a tell's credit back once the tell is
+// in the mailbox. A full remote mailbox so pushes back: Send waits for
+// credit until ctx's deadline (WithSendWait without one) and fails with
+// ErrMailboxFull. The receiver never lets one actor's full mailbox hold
+// up the stream: such requests wait behind that actor alone, each until
+// its deadline. A tell the receiver refuses after Send returned (its
+// deadline passed while parked, no actor at the path) is logged on both
+// nodes; Call reports every outcome. Another domain's node needs a
+// writecap covering this node's path (AddGrant on the sender).
 //
 // Mailboxes are bounded (WithMailbox, WithMailboxSize). A full mailbox
 // pushes back: Send and Call wait for room until ctx's deadline (or
@@ -22,7 +40,7 @@
 //
 // # Lifecycle, owners and exit notices
 //
-//	rt, err := actors.New(nodePath, router)   // router may be nil: local only
+//	rt, err := actors.New(n.Path(), router, actors.WithP2P(n)) // both may be absent: local only
 //	go rt.Serve(ctx)                           // optional: ties the runtime to ctx
 //	p, err := rt.Spawn(ctx, "inbox", actor, actors.WithOwner(owner))
 //	reply, err := rt.Call(ctx, p, Ping{})
@@ -100,7 +118,8 @@
 // Errors wrap one sentinel (ErrNoActor, ErrExists, ErrMailboxFull,
 // ErrStopped, ErrProtocol, ErrUnregisteredType, ErrBadMessage, ErrRemote,
 // ErrClosed, ErrRestartIntensity, ErrBadName), msg's errors for the
-// network (msg.ErrUnreachable, naming the node), a context error, or are
+// network (msg.ErrUnreachable, naming the node; msg.ErrDenied when a
+// node refuses this one's stream), a context error, or are
 // an *ActorError (the actor failed or panicked on a Call's message).
 //
 // # Concurrency

@@ -25,6 +25,7 @@ import (
 type testNode struct {
 	*Runtime
 	node   *p2p.Node
+	nodeID paths.ID // the node key's principal
 	router *msg.Router
 	ps     *pubsub.PubSub
 	stop   func() // closes runtime, pubsub, router and node, once
@@ -32,6 +33,7 @@ type testNode struct {
 
 type nodeOpts struct {
 	pubsub bool
+	noP2P  bool // msg only: no stream transport
 	bs     []peer.AddrInfo
 	opts   []Option
 }
@@ -63,8 +65,11 @@ func startNode(t testing.TB, d *nettest.Domain, name string, o nodeOpts) *testNo
 		n.Close()
 		t.Fatal(err)
 	}
-	tn := &testNode{node: n, router: router}
+	tn := &testNode{node: n, router: router, nodeID: nettest.PrincipalID(t, nk.PublicKey())}
 	opts := append([]Option{WithTypes(testTypes...)}, o.opts...)
+	if !o.noP2P {
+		opts = append(opts, WithP2P(n))
+	}
 	if o.pubsub {
 		ps, err := pubsub.New(context.Background(), n, id, pubsub.Config{
 			Log:         nettest.Logger(),

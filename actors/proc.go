@@ -195,8 +195,8 @@ func (p *proc) handleNotice(v any) (Outcome, error) {
 
 // handle gives a message to the actor and answers a Call.
 func (p *proc) handle(e envelope) (o Outcome, err error) {
-	if e.reply != nil && !e.dl.IsZero() && time.Now().After(e.dl) {
-		e.reply <- result{err: fmt.Errorf("actors: call %s: the deadline passed while the message was queued: %w", p.path, context.DeadlineExceeded)}
+	if e.isCall() && !e.dl.IsZero() && time.Now().After(e.dl) {
+		e.respond(result{err: fmt.Errorf("actors: call %s: the deadline passed while the message was queued: %w", p.path, context.DeadlineExceeded)})
 		p.advance(e.rule)
 		return Normal, nil
 	}
@@ -210,19 +210,16 @@ func (p *proc) handle(e envelope) (o Outcome, err error) {
 	if o == Normal && e.rule != nil {
 		if perr := e.rule.checkReply(p.proto.p, reply); perr != nil {
 			o, err = Failed, fmt.Errorf("actors: actor %s: %w", p.path, perr)
-			if e.reply != nil {
-				e.reply <- result{err: err}
-				e.reply = nil
-			}
+			e.respond(result{err: err})
 		}
 	}
 	p.advance(e.rule)
-	if e.reply != nil {
+	if e.isCall() {
 		switch o {
 		case Normal:
-			e.reply <- result{v: reply}
+			e.respond(result{v: reply})
 		default:
-			e.reply <- result{err: &ActorError{Path: p.path, Outcome: o, Msg: err.Error(), err: err}}
+			e.respond(result{err: &ActorError{Path: p.path, Outcome: o, Msg: err.Error(), err: err}})
 		}
 	}
 	if o == Normal && err == nil && p.c.stopSelf {
@@ -259,8 +256,8 @@ func (p *proc) deactivate() bool {
 func (p *proc) finish(exit Exit) {
 	p.stopping.Store(true)
 	for _, e := range p.mb.close(fmt.Errorf("%w (%s)", ErrStopped, exit.Outcome)) {
-		if e.reply != nil {
-			e.reply <- result{err: fmt.Errorf("actors: call %s: the actor stopped (%s) before it handled the message: %w", p.path, exit.Outcome, ErrStopped)}
+		if e.isCall() {
+			e.respond(result{err: fmt.Errorf("actors: call %s: the actor stopped (%s) before it handled the message: %w", p.path, exit.Outcome, ErrStopped)})
 		} else {
 			p.r.log.Debug("message dropped: actor stopped", "path", p.path, "type", fmt.Sprintf("%T", e.msg))
 		}

@@ -36,14 +36,22 @@ func endpointOf(p paths.Path) (node, ep paths.Path, err error) {
 }
 
 // exchange sends one request to the runtime of to's node and returns its
-// checked reply.
+// checked reply: on the node's stream, or as a msg Call to a node without
+// one.
 func (r *Runtime) exchange(ctx context.Context, op string, to paths.Path, w wireMsg) (*wireReply, error) {
-	if r.router == nil {
-		return nil, fmt.Errorf("actors: %s %s: %w", op, to, ErrRemote)
-	}
 	node, ep, err := endpointOf(to)
 	if err != nil {
 		return nil, fmt.Errorf("actors: %s %s: %w", op, to, err)
+	}
+	if r.tr != nil && w.K != kindSend {
+		f := wireFrame{K: w.K, To: w.To, From: w.From, T: w.T, M: w.M, W: w.W}
+		rep, err := r.tr.request(ctx, op, to, node, &f)
+		if err != errFallback {
+			return rep, err
+		}
+	}
+	if r.router == nil {
+		return nil, fmt.Errorf("actors: %s %s: %w", op, to, ErrRemote)
 	}
 	b := encode(w)
 	rb, err := r.router.Call(ctx, ep, bytes.NewReader(b), int64(len(b)))
@@ -60,10 +68,25 @@ func (r *Runtime) exchange(ctx context.Context, op string, to paths.Path, w wire
 	return rep, nil
 }
 
+// remoteSend sends a tell: pipelined on the node's stream, or as a msg
+// Call to a node without one.
 func (r *Runtime) remoteSend(ctx context.Context, from, to paths.Path, m any) error {
 	name, data, err := r.types.encode(m)
 	if err != nil {
 		return fmt.Errorf("actors: send %s: %w", to, err)
+	}
+	if r.tr != nil {
+		node, _, err := endpointOf(to)
+		if err != nil {
+			return fmt.Errorf("actors: send %s: %w", to, err)
+		}
+		f := wireFrame{K: kindSend, To: to.String(), T: name, M: data}
+		if from != r.self {
+			f.From = from.String()
+		}
+		if err := r.tr.tell(ctx, to, from, node, &f); err != errFallback {
+			return err
+		}
 	}
 	w := wireMsg{V: WireVersion, K: kindSend, To: to.String(), T: name, M: data}
 	if from != r.self {

@@ -10,7 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/msg"
+	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/pubsub"
 )
@@ -36,6 +38,10 @@ type config struct {
 	sendWait     time.Duration
 	types        []TypeSpec
 	ps           *pubsub.PubSub
+	p2p          *p2p.Node
+	grants       []*caps.Writecap
+	verifier     *caps.Verifier
+	authWait     time.Duration
 }
 
 // WithLogger sets the runtime's logger (default: discarded).
@@ -62,12 +68,36 @@ func WithTypes(ts ...TypeSpec) Option { return func(c *config) { c.types = appen
 // WithPubSub lets actors subscribe to topics (Context.Subscribe).
 func WithPubSub(ps *pubsub.PubSub) Option { return func(c *config) { c.ps = ps } }
 
+// WithP2P carries remote messages on long-lived streams of
+// StreamProtocol over n's connections: one stream per pair of nodes,
+// requests pipelined on it (docs/actors.md, "Stream transport"), and
+// serves the streams other nodes open. n must be the node of the
+// runtime's path. Without it, or to a node that does not speak
+// StreamProtocol, remote messages go through the router's msg Calls.
+func WithP2P(n *p2p.Node) Option { return func(c *config) { c.p2p = n } }
+
+// WithGrants gives the runtime writecaps for streams to nodes of other
+// domains (see Runtime.AddGrant).
+func WithGrants(ws ...*caps.Writecap) Option {
+	return func(c *config) { c.grants = append(c.grants, ws...) }
+}
+
+// WithVerifier sets the verifier of the writecaps other domains' nodes
+// present at a stream's hello (default: a new one). Share one to share
+// its cache.
+func WithVerifier(v *caps.Verifier) Option { return func(c *config) { c.verifier = v } }
+
+// withAuthWait bounds how long a stream's receiver waits for the
+// opener's proof of path (tests shorten it).
+func withAuthWait(d time.Duration) Option { return func(c *config) { c.authWait = d } }
+
 // Runtime runs the actors of one node. Create it with New, stop it with
 // Close (or by ending Serve's ctx). All methods are safe for concurrent
 // use.
 type Runtime struct {
 	self   paths.Path // the node path
 	router *msg.Router
+	tr     *transport // nil without WithP2P
 	cfg    config
 	log    *slog.Logger
 	types  *typeRegistry
@@ -103,14 +133,17 @@ func New(node paths.Path, router *msg.Router, opts ...Option) (*Runtime, error) 
 	if node.Depth() != 1 {
 		return nil, fmt.Errorf("actors: new: %q is not a node path /<root>/<node>", node)
 	}
-	cfg := config{mailbox: DefaultMailbox, monitorBound: DefaultMonitorBound, sendWait: DefaultSendWait}
+	cfg := config{mailbox: DefaultMailbox, monitorBound: DefaultMonitorBound, sendWait: DefaultSendWait, authWait: defaultAuthWait}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.mailbox <= 0 || cfg.monitorBound <= 0 || cfg.sendWait < 0 {
+	if cfg.p2p != nil && cfg.p2p.Path() != node {
+		return nil, fmt.Errorf("actors: new: the p2p node is %s, not %s", cfg.p2p.Path(), node)
+	}
+	if cfg.mailbox <= 0 || cfg.monitorBound <= 0 || cfg.sendWait < 0 || cfg.authWait <= 0 {
 		return nil, fmt.Errorf("actors: new: mailbox %d, monitor bound %v and send wait %v must be positive", cfg.mailbox, cfg.monitorBound, cfg.sendWait)
 	}
 	types, err := newTypeRegistry(cfg.types)
@@ -136,6 +169,10 @@ func New(node paths.Path, router *msg.Router, opts ...Option) (*Runtime, error) 
 		}
 		r.unhandle = remove
 	}
+	if cfg.p2p != nil {
+		r.tr = newTransport(r, cfg.p2p)
+		r.tr.host.SetStreamHandler(StreamProtocol, r.tr.handleStream)
+	}
 	return r, nil
 }
 
@@ -143,6 +180,25 @@ func (r *Runtime) closeRouter() {
 	if r.unhandle != nil {
 		r.unhandle()
 	}
+	if r.tr != nil {
+		r.tr.host.RemoveStreamHandler(StreamProtocol)
+	}
+}
+
+// AddGrant gives the runtime a writecap that lets this node open streams
+// to the nodes of another domain: it is presented at the hello of a
+// stream to a node it covers (the first valid one that does). The
+// receiver checks that it is issued under its root, covers its node path
+// and is held by this node's principal. Give the router the same grant
+// for the msg path (msg.Router.AddGrant). A nil writecap is ignored. Safe
+// for concurrent use.
+func (r *Runtime) AddGrant(w *caps.Writecap) {
+	if w == nil || r.tr == nil {
+		return
+	}
+	r.tr.gmu.Lock()
+	defer r.tr.gmu.Unlock()
+	r.tr.grants = append(r.tr.grants, w)
 }
 
 // Node returns the runtime's node path.
@@ -355,10 +411,13 @@ func (r *Runtime) isLocal(p paths.Path) bool { return p.HasPrefix(r.self) }
 // Send delivers m to the actor at path to, fire and forget: locally m
 // itself is queued (no copy, no encoding); to another node it is encoded
 // (its type must be registered, WithTypes) and sent. Send returns once m
-// is queued in the target's mailbox — for a remote target, once the
-// target's node has queued it. A full mailbox pushes back: Send waits for
-// room until ctx's deadline (WithSendWait without one) and then fails
-// with ErrMailboxFull; nothing is dropped silently. Errors: ErrNoActor,
+// is queued in the target's mailbox — for a remote target on a stream,
+// once it is on its way with credit from the target's node (see "Remote
+// flow control" in the package doc: refusals after that are logged), and
+// through msg, once the target's node has queued it. A full mailbox
+// pushes back: Send waits for room (or credit) until ctx's deadline
+// (WithSendWait without one) and then fails with ErrMailboxFull; nothing
+// is dropped silently. Errors: ErrNoActor,
 // ErrMailboxFull, ErrProtocol, ErrStopped, ErrUnregisteredType, ErrRemote,
 // ErrClosed, msg's errors for the network, ctx's error. Safe for
 // concurrent use.

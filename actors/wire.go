@@ -109,19 +109,25 @@ func decodeMsg(b []byte) (*decoded, error) {
 	if err := canon.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
+	return w.check(paths.Parse)
+}
+
+// check checks a request's fields, for a request document or a request
+// frame, parsing paths with parse (paths.Parse, or a cache of it).
+func (w *wireMsg) check(parse func(string) (paths.Path, error)) (*decoded, error) {
 	d := &decoded{kind: w.K, tname: w.T, data: w.M}
 	switch w.K {
 	case kindSend, kindCall:
 		if w.T == "" || len(w.T) > maxTypeName || len(w.M) == 0 || len(w.W) > 0 {
 			return nil, fmt.Errorf("send or call needs a type name of 1 to %d bytes and a message, and no watch list: %w", maxTypeName, ErrBadMessage)
 		}
-		to, err := paths.Parse(w.To)
+		to, err := parse(w.To)
 		if err != nil {
 			return nil, fmt.Errorf("target: %w: %w", ErrBadMessage, err)
 		}
 		d.to = to
 		if w.From != "" {
-			if d.from, err = paths.Parse(w.From); err != nil {
+			if d.from, err = parse(w.From); err != nil {
 				return nil, fmt.Errorf("sender: %w: %w", ErrBadMessage, err)
 			}
 		}
@@ -151,27 +157,37 @@ func decodeReply(b []byte) (*wireReply, error) {
 	if err := canon.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
-	switch {
-	case w.C > codeOther:
+	if w.C > codeOther {
 		return nil, fmt.Errorf("unknown reply code %d: %w", w.C, ErrBadMessage)
+	}
+	if err := w.check(); err != nil {
+		return nil, err
+	}
+	return &w, nil
+}
+
+// check checks a reply's fields, for a reply document or a reply frame
+// (whose code the caller has checked).
+func (w *wireReply) check() error {
+	switch {
 	case w.C != codeOK && (w.T != "" || len(w.M) > 0 || len(w.X) > 0):
-		return nil, fmt.Errorf("an error reply with a value: %w", ErrBadMessage)
+		return fmt.Errorf("an error reply with a value: %w", ErrBadMessage)
 	case (w.T == "") != (len(w.M) == 0) || len(w.T) > maxTypeName:
-		return nil, fmt.Errorf("reply type and value must come together: %w", ErrBadMessage)
+		return fmt.Errorf("reply type and value must come together: %w", ErrBadMessage)
 	case len(w.E) > maxErrText+3:
-		return nil, fmt.Errorf("error text over %d bytes: %w", maxErrText, ErrBadMessage)
+		return fmt.Errorf("error text over %d bytes: %w", maxErrText, ErrBadMessage)
 	case len(w.X) > maxWatch:
-		return nil, fmt.Errorf("over %d exits: %w", maxWatch, ErrBadMessage)
+		return fmt.Errorf("over %d exits: %w", maxWatch, ErrBadMessage)
 	}
 	for _, x := range w.X {
 		if _, err := paths.Parse(x.P); err != nil {
-			return nil, fmt.Errorf("exit path: %w: %w", ErrBadMessage, err)
+			return fmt.Errorf("exit path: %w: %w", ErrBadMessage, err)
 		}
 		if x.O > uint64(NodeDown) {
-			return nil, fmt.Errorf("unknown outcome %d: %w", x.O, ErrBadMessage)
+			return fmt.Errorf("unknown outcome %d: %w", x.O, ErrBadMessage)
 		}
 	}
-	return &w, nil
+	return nil
 }
 
 func encode(v any) []byte {

@@ -152,7 +152,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 		started: time.Now(), log: log.With("subsystem", "api")}
 
 	// Actors: the runtime Wasm modules and services run in.
-	rt, err := actors.New(r.Config.Node, router, actors.WithPubSub(ps), actors.WithLogger(log))
+	rt, err := actors.New(r.Config.Node, router, actors.WithP2P(node), actors.WithVerifier(verifier), actors.WithPubSub(ps), actors.WithLogger(log))
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
@@ -197,6 +197,15 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	if srv.maxMsg <= 0 {
 		srv.maxMsg = msg.DefaultMaxMessage
 	}
+
+	// --- File system (daemon/fs.go): client, hosted volumes, mounts. ---
+	fsvc, err := startFS(ctx, r, node, id, store, xch, verifier, srv, log)
+	if err != nil {
+		return err
+	}
+	defer fsvc.Close()
+	// --- end file system ---
+
 	sock := filepath.Join(r.Dir, api.SocketName)
 	ln, err := listenUnix(sock)
 	if err != nil {
@@ -205,7 +214,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	// Streaming requests (listen, subscribe) end when apiCtx does.
 	apiCtx, stopAPI := context.WithCancel(context.Background())
 	defer stopAPI()
-	hs := &http.Server{Handler: srv.routes(), ReadHeaderTimeout: 10 * time.Second,
+	hs := &http.Server{Handler: fsvc.routes(srv.routes()), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return apiCtx }}
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- hs.Serve(ln) }()
@@ -235,6 +244,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	_ = hs.Shutdown(shutCtx)
+	fsvc.Close() // unmounts and flushes while peers are still reachable
 	cancel()
 	if err := node.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("daemon: closing p2p: %w", err)
