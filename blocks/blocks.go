@@ -127,3 +127,11 @@ type GCResult struct {
 	Freed   int64 `json:"freed"`
 	Kept    int64 `json:"kept"` // unpinned blocks kept because they are younger than grace
 }
+
+// BatchPutter is implemented by stores that make many blocks durable at
+// once, cheaper than one Put each: PutMany returns when every block is
+// stored and durable (or with the first error; blocks stored before it
+// stay stored). The same checks as Put apply to every block.
+type BatchPutter interface {
+	PutMany(ctx context.Context, bs []Block) error
+}
