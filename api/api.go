@@ -249,3 +249,122 @@ type RepoEvent struct {
 	// error
 	Error *Error `json:"error,omitempty"`
 }
+
+// File system (docs/api.md, "File system"). Paths are absolute blocktree
+// paths; versions are volume versions.
+
+// FSEntry is one file, directory or symlink.
+type FSEntry struct {
+	Path    string    `json:"path"`
+	Name    string    `json:"name"`
+	Kind    string    `json:"kind"` // "file", "dir" or "symlink"
+	Mode    uint32    `json:"mode"` // permission bits
+	Size    uint64    `json:"size"`
+	Mtime   time.Time `json:"mtime"`
+	Owner   string    `json:"owner,omitempty"`
+	Version uint64    `json:"version"`
+	Ino     uint64    `json:"ino"`
+	Target  string    `json:"target,omitempty"` // a symlink's
+}
+
+// FSListing answers GET /v1/fs/ls?path=P[&at=V]: the entry at P and, for
+// a directory, its children sorted by name.
+type FSListing struct {
+	Entry   FSEntry   `json:"entry"`
+	At      uint64    `json:"at,omitempty"`
+	Entries []FSEntry `json:"entries"`
+}
+
+// FSLogEntry is one line of GET /v1/fs/log?path=P[&limit=N].
+type FSLogEntry struct {
+	Version uint64    `json:"version"`
+	Time    time.Time `json:"time"`
+	Writer  string    `json:"writer"`
+	Op      string    `json:"op"`
+}
+
+// FSMkdirRequest is POST /v1/fs/mkdir; the answer is the FSEntry.
+type FSMkdirRequest struct {
+	Path    string `json:"path"`
+	Parents bool   `json:"parents,omitempty"` // make missing parents; an existing directory is no error
+	Mode    uint32 `json:"mode,omitempty"`    // default 0755
+}
+
+// FSRemoveRequest is POST /v1/fs/rm.
+type FSRemoveRequest struct {
+	Path      string `json:"path"`
+	Recursive bool   `json:"recursive,omitempty"`
+}
+
+// FSRemoveResult answers FSRemoveRequest.
+type FSRemoveResult struct {
+	Removed int `json:"removed"` // files, directories and symlinks removed
+}
+
+// FSMoveRequest is POST /v1/fs/mv.
+type FSMoveRequest struct {
+	Src string `json:"src"`
+	Dst string `json:"dst"`
+}
+
+// FSReadRequest is POST /v1/fs/read; the answer is the file's bytes
+// (application/octet-stream; an error after the first byte comes in the
+// TrailerError trailer).
+type FSReadRequest struct {
+	Path string `json:"path"`
+}
+
+// POST /v1/fs/write?path=P[&mode=0644][&parents=1] takes the file's bytes
+// as the body, replaces the file's content, makes it durable (fsync) and
+// answers with its FSEntry.
+
+// FSGrantRequest is POST /v1/fs/grant.
+type FSGrantRequest struct {
+	Path      string    `json:"path"`
+	Principal string    `json:"principal"`
+	Right     string    `json:"right"`            // "read" or "write"
+	Expires   time.Time `json:"expires,omitzero"` // zero: no expiry (read) or the granter's own (write)
+}
+
+// FSGrantResult answers a grant; Writecap is the writecap issued for a
+// write grant (base64url), for the grantee.
+type FSGrantResult struct {
+	Path      string `json:"path"`
+	Principal string `json:"principal"`
+	Right     string `json:"right"`
+	Writecap  string `json:"writecap,omitempty"`
+}
+
+// FSRevokeRequest is POST /v1/fs/revoke.
+type FSRevokeRequest struct {
+	Path      string `json:"path"`
+	Principal string `json:"principal"`
+	Right     string `json:"right"`
+}
+
+// FSHostRequest is POST /v1/fs/host: host the volume at Path on this
+// node. Writecap (base64url, optional) is a writecap for Path held by this
+// node's key, when its own writecap does not cover Path.
+type FSHostRequest struct {
+	Path     string `json:"path"`
+	Writecap string `json:"writecap,omitempty"`
+}
+
+// FSVolume describes a hosted volume (POST /v1/fs/host, GET /v1/fs/hosted).
+type FSVolume struct {
+	Path    string `json:"path"`
+	Dir     string `json:"dir"`
+	Root    uint64 `json:"root"`
+	Version uint64 `json:"version"`
+}
+
+// FSMountRequest is POST /v1/fs/mount and POST /v1/fs/unmount.
+type FSMountRequest struct {
+	Dir string `json:"dir"`
+}
+
+// FSMount answers a mount (and lists in GET /v1/fs/mounts).
+type FSMount struct {
+	Dir  string `json:"dir"`
+	Root string `json:"root"` // the domain root shown at Dir/<root-id>
+}

@@ -114,6 +114,11 @@ type Config struct {
 	Bootstrap []string `json:"bootstrap,omitempty"`
 	// Storage configures the block store; every field is optional.
 	Storage Storage `json:"storage,omitzero"`
+	// RootHost is the path of the node that hosts the domain's root file
+	// system volume /<root> (the node that created the domain): learned
+	// from the inviter after `bt join`, and tried before the DHT when the
+	// volume is looked for (docs/fs.md). Optional.
+	RootHost paths.Path `json:"root_host,omitzero"`
 }
 
 // Storage configures the node's block store (docs/repo.md).
@@ -209,6 +214,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Storage.validate(); err != nil {
 		return bad("%v", err)
+	}
+	if !c.RootHost.IsZero() && (c.RootHost.Root() != c.Root || c.RootHost.Depth() != 1) {
+		return bad("root_host %q is not a node path /<root>/<name> of this domain", c.RootHost)
 	}
 	usesTPM := c.NodeKey == CustodyTPM || c.RootKey == CustodyTPM
 	if usesTPM {
@@ -307,6 +315,22 @@ func (r *Repo) SaveWritecap(w *caps.Writecap) error {
 		return fmt.Errorf("repo: refusing writecap: %w", err)
 	}
 	return atomicfile.Write(r.path(WritecapFile), w.Marshal(), 0o600)
+}
+
+// SetRootHost records p as the host of the domain's root volume in the
+// config (atomically and durably); it refuses a path that is not a node
+// path of this domain (ErrBadConfig). r itself is left unchanged (it is
+// read-only; Open the repo again to see the change).
+func (r *Repo) SetRootHost(p paths.Path) error {
+	c := r.Config
+	c.RootHost = p
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if err := writeConfig(r.Dir, c); err != nil {
+		return fmt.Errorf("repo: %w", err)
+	}
+	return nil
 }
 
 func writeConfig(dir string, c Config) error {

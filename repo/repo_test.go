@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/tpm"
 	"blocktree.dev/bt/tpm/softkey"
 )
@@ -190,4 +191,36 @@ func FuzzDecodeConfig(f *testing.F) {
 			t.Fatalf("decodeConfig accepted a config that does not validate: %v", err)
 		}
 	})
+}
+
+func TestSetRootHost(t *testing.T) {
+	r := newTestRepo(t, "laptop")
+	if !r.Config.RootHost.IsZero() {
+		t.Fatalf("a new repo has root host %s", r.Config.RootHost)
+	}
+	host, err := paths.New(r.Config.Root, "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetRootHost(host); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(r.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Config.RootHost != host {
+		t.Fatalf("root host %q after reopening, want %s", again.Config.RootHost, host)
+	}
+	// Not a node path of this domain.
+	for _, bad := range []paths.Path{r.Config.Node.RootPath(), paths.MustParse("/" + string(r.Config.NodeID) + "/x")} {
+		if err := r.SetRootHost(bad); !errors.Is(err, ErrBadConfig) {
+			t.Errorf("SetRootHost(%s): %v", bad, err)
+		}
+	}
+	// A config without the field (older repos) still opens.
+	data, err := os.ReadFile(filepath.Join(r.Dir, ConfigFile))
+	if err != nil || !strings.Contains(string(data), `"root_host"`) {
+		t.Fatalf("config lacks root_host: %v\n%s", err, data)
+	}
 }

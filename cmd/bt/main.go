@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr("%v", err) })
 	root.AddCommand(initCmd(g), idCmd(g), keyCmd(g), daemonCmd(g), statusCmd(g), peersCmd(g), resolveCmd(g), pingCmd(g), inviteCmd(g), joinCmd(g),
 		sendCmd(g), callCmd(g), listenCmd(g), pubCmd(g), subCmd(g), blockCmd(g), repoCmd(g), actorsCmd(g))
+	root.AddCommand(fsCommands(g)...) // file system: cmd/bt/fs.go
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
