@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -130,10 +131,34 @@ func BenchmarkFetch1GiB(b *testing.B) {
 		}
 		return nil
 	}
+	// The process's CPU time per round too: on a shared machine the wall
+	// times say how the scheduler treated us, the CPU times what the work
+	// costs.
+	var oursCPU, anchorCPU []time.Duration
+	withCPU := func(f func() error, into *[]time.Duration) func() error {
+		return func() error {
+			c := cpuTime()
+			err := f()
+			*into = append(*into, cpuTime()-c)
+			return err
+		}
+	}
 	name := fmt.Sprintf("exchange-fetch-%dMiB-256KiB-blocks-vs-raw-stream (target ≥ 0.5)", size>>20)
-	r := benchcmp.Compare(b, name, benchcmp.Options{Rounds: 5, Ops: 1}, ours, anchor)
+	r := benchcmp.Compare(b, name, benchcmp.Options{Rounds: 5, Ops: 1}, withCPU(ours, &oursCPU), withCPU(anchor, &anchorCPU))
 	mb := float64(int64(nblocks)*blockSize) / (1 << 20)
 	fmt.Printf("bench throughput: ours %.0f MiB/s, raw stream %.0f MiB/s\n", mb/r.Ours.Seconds(), mb/r.Anchor.Seconds())
+	if oc, ac := median(oursCPU[1:]), median(anchorCPU[1:]); oc > 0 { // [0]: the warm-up
+		fmt.Printf("bench cpu (process, both nodes): ours %v/op anchor %v/op ratio(anchor/ours) %.3f\n", oc.Round(time.Millisecond), ac.Round(time.Millisecond), float64(ac)/float64(oc))
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // waitProtocol waits until from's peerstore knows that p speaks proto.

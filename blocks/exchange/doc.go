@@ -34,8 +34,13 @@
 // (Config.MaxWantBatch CIDs each) while the answers stream back, in order,
 // with at most Config.MaxInflightPerPeer blocks unanswered. A peer answers
 // each CID with the block or with "have-not", so the fetch moves on at
-// once. Received blocks are stored (durably, unpinned: a cache) and passed
-// to the caller's function. Get fetches one block.
+// once. A want that one peer holds for longer than its hedge delay
+// (Config.HedgeAfter, adapted to the peer's median answer time) is also
+// asked of another peer that was not asked for it, up to
+// Config.MaxWantCopies peers at once; the first verified answer wins and
+// the others are dropped without penalty. Received blocks are checked and
+// stored (durably, unpinned: a cache) while the next ones are read, and
+// passed to the caller's function. Get fetches one block.
 //
 // # Replication
 //
@@ -66,8 +71,12 @@
 // # Concurrency
 //
 // All methods of Exchange are safe for concurrent use. Fetch calls its
-// function from one goroutine at a time and returns only after every
-// goroutine it started has ended.
+// function from one goroutine at a time and never after it returned.
+// Every goroutine it started has ended by then, but one kind: after a
+// successful Fetch, a session that still owes answers for blocks that
+// arrived from another peer (hedged wants) lingers on the Exchange,
+// dropping them, until it owes nothing, its peer is struck for
+// RequestTimeout of silence, or the Exchange closes.
 //
 // # Testing lies
 //

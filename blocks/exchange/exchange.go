@@ -32,6 +32,8 @@ const (
 	DefaultMaxStrikes         = 3
 	DefaultBackoff            = time.Minute
 	DefaultMaxPeerStreams     = 8
+	DefaultHedgeAfter         = 200 * time.Millisecond
+	DefaultMaxWantCopies      = 3
 )
 
 // Fixed timings.
@@ -46,6 +48,12 @@ const (
 	providerLimit = 8
 	// provideTimeout bounds the announcement of a replicated root.
 	provideTimeout = time.Minute
+	// serveReadAhead is how many answers a server stream loads (reads from
+	// the store, which verifies them) ahead of the one it is writing.
+	serveReadAhead = 4
+	// verifyAhead is how many received blocks a fetch session queues for
+	// verification and storage while its reader reads the next frames.
+	verifyAhead = 4
 )
 
 // Errors callers branch on with errors.Is; every error wraps one of them
@@ -96,6 +104,17 @@ type Config struct {
 	// Backoff is how long a peer that reached MaxStrikes is ignored
 	// (default 1 minute); then its strikes are forgiven.
 	Backoff time.Duration
+	// HedgeAfter is the least time a want waits at one peer before it is
+	// also asked of another one that was not asked for it yet (a hedged
+	// request; default 200ms). The wait adapts to the peer: it is
+	// max(HedgeAfter, 4 × the peer's median answer time), at most
+	// max(HedgeAfter, RequestTimeout/4). The first verified answer wins;
+	// later copies are dropped without penalty. A silent peer is still
+	// struck at RequestTimeout.
+	HedgeAfter time.Duration
+	// MaxWantCopies bounds the peers asked for one block at the same time
+	// (default 3); 1 turns hedging off.
+	MaxWantCopies int
 	// Log receives the exchange's log; default: discarded.
 	Log *slog.Logger
 }
@@ -113,11 +132,15 @@ func (c *Config) Validate() error {
 	def(&c.ServeConcurrency, DefaultServeConcurrency)
 	def(&c.MaxPeerStreams, DefaultMaxPeerStreams)
 	def(&c.MaxStrikes, DefaultMaxStrikes)
+	def(&c.MaxWantCopies, DefaultMaxWantCopies)
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
 	if c.Backoff == 0 {
 		c.Backoff = DefaultBackoff
+	}
+	if c.HedgeAfter == 0 {
+		c.HedgeAfter = DefaultHedgeAfter
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -125,10 +148,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.MaxWantBatch < 0 || c.MaxWantBatch > WireMaxWant:
 		return fmt.Errorf("exchange: config: MaxWantBatch %d: want 1..%d", c.MaxWantBatch, WireMaxWant)
-	case c.MaxInflightPerPeer < 0, c.MaxPeers < 0, c.ServeConcurrency < 0, c.MaxPeerStreams < 0, c.MaxStrikes < 0:
+	case c.MaxInflightPerPeer < 0, c.MaxPeers < 0, c.ServeConcurrency < 0, c.MaxPeerStreams < 0, c.MaxStrikes < 0, c.MaxWantCopies < 0:
 		return fmt.Errorf("exchange: config: negative limit: %+v", *c)
-	case c.RequestTimeout < 0 || c.Backoff < 0:
-		return fmt.Errorf("exchange: config: negative duration: timeout %v, backoff %v", c.RequestTimeout, c.Backoff)
+	case c.RequestTimeout < 0 || c.Backoff < 0 || c.HedgeAfter < 0:
+		return fmt.Errorf("exchange: config: negative duration: timeout %v, backoff %v, hedge after %v", c.RequestTimeout, c.Backoff, c.HedgeAfter)
 	}
 	return nil
 }
@@ -177,9 +200,10 @@ type Exchange struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 
-	// smu guards stats and peerStreams.
+	// smu guards stats, answers and peerStreams.
 	smu         sync.Mutex
 	stats       map[peer.ID]*PeerStat
+	answers     map[peer.ID]*answerTimes
 	peerStreams map[peer.ID]int
 
 	// mu guards closed and orders wg.Add against Close's Wait.
@@ -205,6 +229,7 @@ func New(node *p2p.Node, store blocks.PinStore, cfg Config) (*Exchange, error) {
 		node: node, store: store, cfg: cfg, log: cfg.Log.With("subsystem", "exchange"),
 		serveSlots:  make(chan struct{}, cfg.ServeConcurrency),
 		stats:       make(map[peer.ID]*PeerStat),
+		answers:     make(map[peer.ID]*answerTimes),
 		peerStreams: make(map[peer.ID]int),
 	}
 	x.ctx, x.cancel = context.WithCancel(context.Background())

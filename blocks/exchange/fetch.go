@@ -1,23 +1,20 @@
 package exchange
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mh "github.com/multiformats/go-multihash"
 
 	"blocktree.dev/bt/blocks"
-	"blocktree.dev/bt/p2p"
 )
 
 // Fetch gets every block of cids and passes each to fn, in any order, from
@@ -27,13 +24,17 @@ import (
 // up to Config.MaxPeers at once, each on one stream carrying successive
 // want lists with at most MaxInflightPerPeer blocks unanswered; then, for
 // what they could not supply, the DHT providers of where.Root. Every
-// received block is verified against its CID (blocks.Verify) before
-// anything else, stored in the local store (a cache: not pinned; Put is
-// durable when it returns) and then passed to fn. A peer that sends bytes
-// that do not hash to the CID asked, another block, an oversized or
-// malformed frame, or nothing for RequestTimeout while it owes answers
-// gets a strike and its wants move to other peers; one that answers
-// have-not is not asked for that block again in this Fetch.
+// received block is verified against its CID before anything else (by
+// the store's Put, which checks it before it stores anything: blocks.Store),
+// stored in the local store (a cache: not pinned; Put is durable when it
+// returns) and then passed to fn. A peer that sends bytes that do not
+// hash to the CID asked, another block, an oversized or malformed frame,
+// or nothing for RequestTimeout while it owes answers gets a strike and
+// its wants move to other peers; one that answers have-not is not asked
+// for that block again in this Fetch. A want that one peer holds for
+// longer than its hedge delay (Config.HedgeAfter) is also asked of the
+// next peer that was not asked for it, up to Config.MaxWantCopies peers;
+// the first verified answer wins, later ones are dropped unpenalised.
 //
 // Outcomes: nil when every block was passed to fn; fn's first error,
 // wrapped, which stops the Fetch; an error wrapping blocks.ErrIntegrity
@@ -42,8 +43,11 @@ import (
 // Exchange closes; otherwise an error wrapping blocks.ErrNotFound that
 // says how many blocks (and the first few CIDs) could not be fetched and
 // why: no peers to ask, every peer asked lacked them or failed, or ctx
-// ended (then ctx's error is wrapped too). Fetch returns only after every
-// goroutine it started has ended. Safe for concurrent use.
+// ended (then ctx's error is wrapped too). Fetch never calls fn after it
+// returned, and every goroutine it started has ended by then, except
+// sessions that still owe answers after a successful Fetch (hedged
+// wants): they linger on the Exchange until answered, or RequestTimeout of
+// silence (a strike), or Close. Safe for concurrent use.
 func (x *Exchange) Fetch(ctx context.Context, cids []cid.Cid, where Where, fn func(blocks.Block) error) error {
 	if !x.enter() {
 		return fmt.Errorf("exchange: fetch: %w", ErrClosed)
@@ -80,31 +84,53 @@ func checkCID(c cid.Cid) error {
 	return nil
 }
 
-// want is one block a fetch still needs, or got.
+// want is one block a fetch still needs, or got. The fetch loop owns
+// every field but got, which sessions read to drop duplicates.
 type want struct {
-	c     cid.Cid
-	tried []peer.ID // peers that answered have-not or failed while owing it
-	done  bool
+	c      cid.Cid
+	tried  []peer.ID  // peers that answered have-not or failed while owing it
+	at     []*session // sessions holding it: queued, unanswered or being verified
+	due    time.Time  // when it may also be asked of another peer (hedge.go)
+	queued bool       // in fetcher.pending, waiting for a(nother) peer
+	got    atomic.Bool
 }
 
-func (w *want) triedBy(p peer.ID) bool { return slices.Contains(w.tried, p) }
+// done reports whether the block arrived (verified and stored).
+func (w *want) done() bool { return w.got.Load() }
 
-// session is a fetch's stream to one peer. The fetch loop owns assigned;
-// queue and dead are shared with the session's goroutine under mu.
+// eligible reports whether p may be asked for w: it did not answer
+// have-not or fail for it, and does not hold it now.
+func (w *want) eligible(p peer.ID) bool {
+	return !slices.Contains(w.tried, p) && !slices.ContainsFunc(w.at, func(s *session) bool { return s.p == p })
+}
+
+// drop removes s from the holders of w.
+func (w *want) drop(s *session) {
+	if i := slices.Index(w.at, s); i >= 0 {
+		w.at = slices.Delete(w.at, i, i+1)
+	}
+}
+
+// session is a fetch's stream to one peer (session.go runs it). The fetch
+// loop owns assigned and delay; queue is shared with the session's
+// goroutines under mu.
 type session struct {
 	p        peer.ID
 	cancel   context.CancelFunc
 	notify   chan struct{} // buffered 1: queue grew
-	assigned int           // queued + in flight; owned by the fetch loop
+	linger   chan struct{} // closed when the fetch succeeded (see finish)
+	exited   chan struct{} // closed when the session's goroutines have ended
+	assigned int           // wants it holds: queued, unanswered or being verified
+	delay    time.Duration // its hedge delay, refreshed by each assign
 
 	// mu guards queue.
 	mu    sync.Mutex
-	queue []cid.Cid // assigned, not yet sent
+	queue []*want // assigned, not yet sent
 }
 
-func (s *session) push(c cid.Cid) {
+func (s *session) push(w *want) {
 	s.mu.Lock()
-	s.queue = append(s.queue, c)
+	s.queue = append(s.queue, w)
 	s.mu.Unlock()
 	select {
 	case s.notify <- struct{}{}:
@@ -112,8 +138,8 @@ func (s *session) push(c cid.Cid) {
 	}
 }
 
-// take removes up to n queued CIDs.
-func (s *session) take(n int) []cid.Cid {
+// take removes up to n queued wants.
+func (s *session) take(n int) []*want {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n = min(n, len(s.queue))
@@ -125,12 +151,26 @@ func (s *session) take(n int) []cid.Cid {
 	return out
 }
 
+// withdraw removes w from the queue if it was not sent yet, and reports
+// whether it did.
+func (s *session) withdraw(w *want) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.Index(s.queue, w)
+	if i < 0 {
+		return false
+	}
+	s.queue = slices.Delete(s.queue, i, i+1)
+	return true
+}
+
 type eventKind int
 
 const (
 	evBlock     eventKind = iota // a verified, stored block
-	evHaveNot                    // the peer lacks c
-	evEnd                        // the session ended; left goes back to pending
+	evDup                        // an answer for a block that had arrived from another peer, dropped
+	evHaveNot                    // the peer lacks w
+	evEnd                        // the session ended; left go back to pending
 	evFatal                      // the local store failed: the fetch fails
 	evProviders                  // a provider lookup finished
 )
@@ -138,11 +178,11 @@ const (
 type event struct {
 	kind      eventKind
 	s         *session
-	c         cid.Cid
+	w         *want
 	data      []byte
 	err       error
 	strike    bool
-	left      []cid.Cid
+	left      []*want
 	providers []peer.ID
 }
 
@@ -156,19 +196,21 @@ type fetcher struct {
 	done  int
 
 	wants      map[cid.Cid]*want
-	pending    []*want // not assigned to any session
+	pending    []*want // waiting for a(nother) peer; may hold wants done since (skipped)
+	hedges     hedgeQueue
 	alive      []*session
+	started    []*session       // every session started, to wait for
 	candidates []peer.ID        // not yet asked, in order
 	seen       map[peer.ID]bool // ever candidates (or self)
 	struck     map[peer.ID]bool // candidates that had strikes
 	lookup     int              // 0: not yet, 1: running, 2: done
 	events     chan event
-	wg         sync.WaitGroup // session and lookup goroutines
+	wg         sync.WaitGroup // the lookup goroutine
 
-	// for the error message
-	asked, haveNots, strikes, failures int
-	lastErr                            error
-	hostErrs                           []string
+	// for the error message and the log
+	asked, haveNots, strikes, failures, hedged int
+	lastErr                                    error
+	hostErrs                                   []string
 }
 
 func (x *Exchange) fetch(ctx context.Context, cids []cid.Cid, where Where, fn func(blocks.Block) error) error {
@@ -192,10 +234,11 @@ func (x *Exchange) fetch(ctx context.Context, cids []cid.Cid, where Where, fn fu
 			return err
 		}
 		if !have {
+			w.queued = true
 			missing = append(missing, w)
 			continue
 		}
-		w.done = true
+		w.got.Store(true)
 		f.done++
 		if fn != nil {
 			if err := fn(blocks.Block{CID: c, Data: data}); err != nil {
@@ -210,14 +253,52 @@ func (x *Exchange) fetch(ctx context.Context, cids []cid.Cid, where Where, fn fu
 	f.pending = missing
 	f.resolve(where)
 	x.log.Debug("fetch", "blocks", f.total, "missing", len(missing), "candidates", len(f.candidates), "root", where.Root)
-	defer func() {
-		for _, s := range f.alive {
-			s.cancel()
+	err := f.loop()
+	f.finish(err == nil)
+	if f.hedged > 0 {
+		x.log.Debug("fetch: hedged requests", "wants", f.hedged, "err", err)
+	}
+	return err
+}
+
+// finish ends the sessions and waits for them and the lookup. After a
+// successful fetch, a session that still owes answers (for blocks that
+// arrived from another peer: hedged wants) lingers instead: it sends no
+// more wants, drops the answers it gets, and ends once it owes nothing,
+// or strikes its peer after RequestTimeout of silence, or when the
+// Exchange closes. So hedging does not hide a silent peer from the
+// penalties. Every other session is cancelled and waited for.
+func (f *fetcher) finish(success bool) {
+	var wait []*session
+	for _, s := range f.alive {
+		if success && s.assigned > 0 {
+			s.mu.Lock()
+			s.queue = nil
+			s.mu.Unlock()
+			close(s.linger)
+			continue
 		}
-		f.alive = nil
-		f.wg.Wait()
-	}()
-	return f.loop()
+		s.cancel()
+	}
+	lingering := func(s *session) bool {
+		select {
+		case <-s.linger:
+			return true
+		default:
+			return false
+		}
+	}
+	for _, s := range f.started {
+		if !lingering(s) {
+			s.cancel()
+			wait = append(wait, s)
+		}
+	}
+	for _, s := range wait {
+		<-s.exited
+	}
+	f.alive = nil
+	f.wg.Wait()
 }
 
 // local looks c up in the store: with fn nil only its presence matters. A
@@ -300,19 +381,29 @@ func (f *fetcher) addCandidates(ids []peer.ID) {
 // loop runs the fetch until every block arrived or nothing more can be
 // done.
 func (f *fetcher) loop() error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		if f.done == f.total {
 			return nil
 		}
+		f.hedgeDue(time.Now())
 		f.step()
 		if f.hopeless() {
 			return f.failure(nil)
+		}
+		var wake <-chan time.Time
+		if due, ok := f.nextHedge(); ok {
+			timer.Reset(time.Until(due))
+			wake = timer.C
 		}
 		select {
 		case e := <-f.events:
 			if err := f.handle(e); err != nil {
 				return err
 			}
+		case <-wake:
 		case <-f.ctx.Done():
 			return f.failure(context.Cause(f.ctx))
 		}
@@ -346,10 +437,28 @@ func (f *fetcher) step() {
 	}
 }
 
-// useful reports whether p was not yet asked for some pending want.
+// queue puts w in pending, to be handed to a(nother) peer.
+func (f *fetcher) queue(w *want) {
+	if w.queued || w.done() {
+		return
+	}
+	w.queued = true
+	f.pending = append(f.pending, w)
+}
+
+// requeue is for a want that a peer gave back (have-not, or its session
+// ended): another peer gets it now if no peer holds it any more, or if it
+// was due for a hedge already.
+func (f *fetcher) requeue(w *want) {
+	if len(w.at) == 0 || (f.x.cfg.MaxWantCopies > 1 && len(w.at) < f.x.cfg.MaxWantCopies && !time.Now().Before(w.due)) {
+		f.queue(w)
+	}
+}
+
+// useful reports whether p may be asked for some pending want.
 func (f *fetcher) useful(p peer.ID) bool {
 	for _, w := range f.pending {
-		if !w.triedBy(p) {
+		if !w.done() && w.eligible(p) {
 			return true
 		}
 	}
@@ -397,16 +506,25 @@ func (f *fetcher) startSome(struck bool) bool {
 }
 
 // assign hands pending wants to sessions with room, the least loaded
-// first, never to a peer that was already asked for the block. It reports
-// whether some pending want can be taken by no live session.
+// first, never to a peer that was already asked for the block or holds
+// it. It reports whether some pending want can be taken by no live
+// session. Wants done since they were queued are dropped here.
 func (f *fetcher) assign() (stuck bool) {
 	limit := f.x.cfg.MaxInflightPerPeer
+	for _, s := range f.alive {
+		s.delay = f.x.hedgeDelay(s.p)
+	}
+	now := time.Now()
 	kept := f.pending[:0]
 	for i, w := range f.pending {
+		if w.done() {
+			w.queued = false
+			continue
+		}
 		var best *session
 		room, eligible := false, false
 		for _, s := range f.alive {
-			if w.triedBy(s.p) {
+			if !w.eligible(s.p) {
 				continue
 			}
 			eligible = true
@@ -430,7 +548,10 @@ func (f *fetcher) assign() (stuck bool) {
 			continue
 		}
 		best.assigned++
-		best.push(w.c)
+		best.push(w)
+		w.at = append(w.at, best)
+		w.queued = false
+		f.schedule(w, now, best.delay)
 	}
 	clear(f.pending[len(kept):])
 	f.pending = kept
@@ -447,12 +568,19 @@ func (f *fetcher) full() bool {
 	return true
 }
 
+// start starts a session with p. Its goroutines belong to the Exchange
+// (Close waits for them), so that a session may outlive a successful
+// fetch while it lingers (see finish).
 func (f *fetcher) start(p peer.ID) {
-	ctx, cancel := context.WithCancel(f.ctx)
-	s := &session{p: p, cancel: cancel, notify: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(f.x.ctx)
+	s := &session{p: p, cancel: cancel, notify: make(chan struct{}, 1), linger: make(chan struct{}), exited: make(chan struct{})}
 	f.alive = append(f.alive, s)
+	f.started = append(f.started, s)
 	f.asked++
-	f.wg.Go(func() { f.run(ctx, s) })
+	if !f.x.spawn(func() { f.run(ctx, s) }) {
+		cancel()
+		close(s.exited) // closing: the fetch's context ends too
+	}
 }
 
 func (f *fetcher) startLookup() {
@@ -472,28 +600,42 @@ func (f *fetcher) startLookup() {
 	})
 }
 
+// release records that s no longer holds w.
+func (f *fetcher) release(s *session, w *want) {
+	s.assigned--
+	w.drop(s)
+}
+
 // handle applies one event; a non-nil error ends the fetch.
 func (f *fetcher) handle(e event) error {
 	switch e.kind {
 	case evBlock:
-		e.s.assigned--
-		w := f.wants[e.c]
-		if w == nil || w.done {
-			return nil
+		f.release(e.s, e.w)
+		w := e.w
+		if w.done() {
+			return nil // a copy from another peer was first
 		}
-		w.done = true
+		w.got.Store(true)
 		f.done++
+		// Withdraw the copies not sent yet.
+		for _, o := range slices.Clone(w.at) {
+			if o.withdraw(w) {
+				f.release(o, w)
+			}
+		}
 		if f.fn != nil {
-			if err := f.fn(blocks.Block{CID: e.c, Data: e.data}); err != nil {
+			if err := f.fn(blocks.Block{CID: w.c, Data: e.data}); err != nil {
 				return fmt.Errorf("exchange: fetch: %w", err)
 			}
 		}
+	case evDup:
+		f.release(e.s, e.w)
 	case evHaveNot:
-		e.s.assigned--
+		f.release(e.s, e.w)
 		f.haveNots++
-		if w := f.wants[e.c]; w != nil && !w.done {
+		if w := e.w; !w.done() {
 			w.tried = append(w.tried, e.s.p)
-			f.pending = append(f.pending, w)
+			f.requeue(w)
 		}
 	case evEnd:
 		f.alive = slices.DeleteFunc(f.alive, func(s *session) bool { return s == e.s })
@@ -504,10 +646,11 @@ func (f *fetcher) handle(e event) error {
 		} else {
 			f.failures++
 		}
-		for _, c := range e.left {
-			if w := f.wants[c]; w != nil && !w.done {
+		for _, w := range e.left {
+			w.drop(e.s)
+			if !w.done() {
 				w.tried = append(w.tried, e.s.p)
-				f.pending = append(f.pending, w)
+				f.requeue(w)
 			}
 		}
 	case evFatal:
@@ -524,7 +667,7 @@ func (f *fetcher) failure(cause error) error {
 	var missing []string
 	n := 0
 	for _, w := range f.wants {
-		if w.done {
+		if w.done() {
 			continue
 		}
 		if n < 3 {
@@ -560,162 +703,4 @@ func (f *fetcher) failure(cause error) error {
 		why += "; hosts: " + strings.Join(f.hostErrs, "; ")
 	}
 	return fmt.Errorf("exchange: fetch: %d of %d blocks not fetched (%s): %s: %w", n, f.total, list, why, blocks.ErrNotFound)
-}
-
-// run is one session's goroutine: it opens a stream to s.p and, until ctx
-// ends or the peer fails, sends the wants queued for it (at most
-// MaxInflightPerPeer unanswered, MaxWantBatch per frame) and reads the
-// answers, in order. Every answer and the session's end are reported as
-// events; after evEnd it reports nothing more.
-func (f *fetcher) run(ctx context.Context, s *session) {
-	x := f.x
-	cfg := &x.cfg
-	var inflight []cid.Cid
-	send := func(e event) bool {
-		select {
-		case f.events <- e:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	end := func(err error, strike bool) {
-		if ctx.Err() != nil {
-			return // the fetch is over or dropped this session
-		}
-		if strike {
-			x.strike(s.p, err)
-		} else {
-			x.count(s.p, func(st *PeerStat) { st.Failures++ })
-		}
-		left := append(inflight, s.take(math.MaxInt)...)
-		x.log.Debug("fetch: session ended", "peer", s.p, "strike", strike, "left", len(left), "err", err)
-		send(event{kind: evEnd, s: s, err: fmt.Errorf("peer %s: %w", s.p, err), strike: strike, left: left})
-	}
-
-	dctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
-	str, err := x.node.Host().NewStream(network.WithAllowLimitedConn(dctx, "blocktree blocks"), s.p, Protocol)
-	cancel()
-	if err != nil {
-		end(fmt.Errorf("open stream: %w: %v", p2p.ErrUnreachable, err), false)
-		return
-	}
-	defer context.AfterFunc(ctx, func() { _ = str.Reset() })()
-	defer func() { _ = str.Reset() }()
-	br := bufio.NewReaderSize(str, 64<<10)
-	bw := bufio.NewWriterSize(str, 8<<10)
-	var wbuf, body []byte
-	for {
-		if room := cfg.MaxInflightPerPeer - len(inflight); room > 0 {
-			if batch := s.take(room); len(batch) > 0 {
-				_ = str.SetWriteDeadline(time.Now().Add(cfg.RequestTimeout))
-				for part := range slices.Chunk(batch, cfg.MaxWantBatch) {
-					body = appendWant(body[:0], part)
-					wbuf = appendFrame(wbuf[:0], ftWant, body)
-					_, _ = bw.Write(wbuf)
-				}
-				if err := bw.Flush(); err != nil {
-					inflight = append(inflight, batch...)
-					end(fmt.Errorf("send wants: %w: %v", p2p.ErrUnreachable, err), isTimeout(err))
-					return
-				}
-				inflight = append(inflight, batch...)
-			}
-		}
-		if len(inflight) == 0 {
-			select {
-			case <-s.notify:
-				continue
-			case <-ctx.Done():
-				return
-			}
-		}
-		_ = str.SetReadDeadline(time.Now().Add(cfg.RequestTimeout))
-		t, body, err := readFrame(br, nil)
-		if err != nil {
-			switch {
-			case ctx.Err() != nil:
-				return
-			case errors.Is(err, ErrProtocol):
-				end(err, true)
-			case isTimeout(err):
-				end(fmt.Errorf("no answer within %v while owing %d blocks", cfg.RequestTimeout, len(inflight)), true)
-			default:
-				end(fmt.Errorf("read: %w: %v", p2p.ErrUnreachable, err), false)
-			}
-			return
-		}
-		next := inflight[0]
-		switch t {
-		case ftBlock:
-			c, data, err := decodeBlock(body)
-			if err != nil {
-				end(err, true)
-				return
-			}
-			if !c.Equals(next) {
-				end(fmt.Errorf("%w: sent block %s when %s was due", ErrProtocol, c, next), true)
-				return
-			}
-			if err := blocks.Verify(next, data); err != nil {
-				end(fmt.Errorf("sent bad bytes: %w", err), true)
-				return
-			}
-			inflight = inflight[1:]
-			if err := x.store.Put(ctx, blocks.Block{CID: next, Data: data}); err != nil {
-				if ctx.Err() == nil {
-					send(event{kind: evFatal, err: fmt.Errorf("exchange: fetch: store %s: %w", next, err)})
-				}
-				return
-			}
-			x.count(s.p, func(st *PeerStat) { st.Blocks++; st.Bytes += int64(len(data)) })
-			if !send(event{kind: evBlock, s: s, c: next, data: data}) {
-				return
-			}
-		case ftHaveNot:
-			c, err := decodeHaveNot(body)
-			if err != nil {
-				end(err, true)
-				return
-			}
-			if !c.Equals(next) {
-				end(fmt.Errorf("%w: have-not for %s when %s was due", ErrProtocol, c, next), true)
-				return
-			}
-			inflight = inflight[1:]
-			x.count(s.p, func(st *PeerStat) { st.HaveNots++ })
-			if !send(event{kind: evHaveNot, s: s, c: next}) {
-				return
-			}
-		case ftError:
-			code, text, err := decodeError(body)
-			if err != nil {
-				end(err, true)
-				return
-			}
-			end(remoteError(code, text), false)
-			return
-		default:
-			end(fmt.Errorf("%w: unexpected %s frame", ErrProtocol, t), true)
-			return
-		}
-	}
-}
-
-// remoteError maps an error frame to our sentinels.
-func remoteError(code errCode, text string) error {
-	var base error
-	switch code {
-	case codeDenied:
-		base = ErrDenied
-	case codeBusy:
-		base = ErrBusy
-	case codeBad:
-		base = ErrProtocol
-	case codeClosed:
-		base = p2p.ErrUnreachable
-	default:
-		base = ErrReplicate
-	}
-	return fmt.Errorf("%w: the peer says: %s", base, text)
 }

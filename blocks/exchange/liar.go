@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"io"
 
 	"github.com/ipfs/go-cid"
 )
@@ -17,7 +18,7 @@ type liar func(ctx context.Context, l lie) error
 // lie is what a liar may use to answer one want.
 type lie struct {
 	W     *bufio.Writer // the stream, buffered; flushed by the server
-	R     *bufio.Reader // the stream's reader (the want lists)
+	R     io.Reader     // reads nothing until the client goes away, then EOF
 	C     cid.Cid       // the CID wanted
 	Data  []byte        // its bytes, if Have
 	Have  bool

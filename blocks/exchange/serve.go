@@ -3,10 +3,10 @@ package exchange
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -158,68 +158,238 @@ type server struct {
 }
 
 // serveWants answers want lists until the client closes the stream: each
-// CID in order with a block or a have-not frame. Answers are flushed
-// whenever no further complete want frame is already buffered.
+// CID in order with a block or a have-not frame. Three goroutines share
+// the work: one reads want frames (readWants) while fewer than
+// WireMaxWant CIDs are unanswered; a loader reads the wanted blocks from
+// the store (which verifies them), at most serveReadAhead answers ahead;
+// and this one writes the answers, flushing whenever the next one is not
+// ready yet. So reading wants, hashing the next blocks and sending this
+// one overlap.
 func (sv *server) serveWants(ctx context.Context, body []byte) error {
 	x := sv.x
+	cs, err := decodeWant(body)
+	if err != nil {
+		return err
+	}
+	lctx, stop := context.WithCancel(ctx)
+	ld := &loader{store: x.store, log: x.log, wake: make(chan struct{}, 1), room: make(chan struct{}, 1), out: make(chan answer, serveReadAhead)}
+	ld.add(cs)
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		ld.run(lctx)
+	}()
+	readEnd := make(chan error, 1) // io.EOF once the client closed its side
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		readEnd <- sv.readWants(lctx, ld)
+	}()
+	defer func() {
+		stop()
+		_ = sv.s.SetReadDeadline(time.Now()) // unblocks readWants
+		<-readDone
+		<-loaded
+	}()
 	var hdr []byte
-	var other []byte // a stored block's bytes, for the "other" liar
+	var other []byte   // a stored block's bytes, for the "other" liar
+	var clientEOF bool // the client closed its side: answer what is owed, then end
 	for {
+		if clientEOF && ld.unanswered() == 0 {
+			return sv.bw.Flush()
+		}
+		var a answer
+		select {
+		case a = <-ld.out:
+		default:
+			if err := sv.bw.Flush(); err != nil {
+				return err
+			}
+			select {
+			case a = <-ld.out:
+			case err := <-readEnd:
+				if err != io.EOF {
+					return err
+				}
+				clientEOF = true
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		ld.answered()
+		if a.err != nil {
+			return a.err
+		}
+		_ = sv.s.SetWriteDeadline(time.Now().Add(x.cfg.RequestTimeout))
+		if x.liar != nil {
+			if err := x.liar(ctx, lie{W: sv.bw, R: endReader(readDone), C: a.c, Data: a.data, Have: a.have, Other: func() []byte {
+				if other == nil {
+					other = x.otherBlock(ctx, a.c)
+				}
+				return other
+			}}); err != nil {
+				return err
+			}
+			continue
+		}
+		if !a.have {
+			hdr = appendFrame(hdr[:0], ftHaveNot, appendCID(nil, a.c))
+			if _, err := sv.bw.Write(hdr); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := writeBlock(sv.bw, &hdr, a.c, a.data); err != nil {
+			return err
+		}
+		x.count(sv.remote, func(st *PeerStat) { st.Served++ })
+	}
+}
+
+// readWants reads want frames and queues their CIDs on ld, waiting while
+// WireMaxWant or more are unanswered. It returns io.EOF when the client
+// closed its side, and otherwise the read error or protocol violation. A
+// stream on which nothing is owed and nothing comes for serveIdle ends.
+func (sv *server) readWants(ctx context.Context, ld *loader) error {
+	var body []byte
+	for {
+		for ld.unanswered() >= WireMaxWant {
+			select {
+			case <-ld.room:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		_ = sv.s.SetReadDeadline(time.Now().Add(serveIdle))
+		t, b, err := readFrame(sv.br, body[:0])
+		switch {
+		case err == nil:
+		case isTimeout(err) && ctx.Err() == nil && ld.unanswered() > 0:
+			continue // busy answering, not idle
+		default:
+			return err
+		}
+		body = b
+		if t != ftWant {
+			return fmt.Errorf("%w: a %s frame in a stream of want lists", ErrProtocol, t)
+		}
 		cs, err := decodeWant(body)
 		if err != nil {
 			return err
 		}
-		for _, c := range cs {
-			data, err := x.store.Get(ctx, c)
-			have := err == nil
-			switch {
-			case have, errors.Is(err, blocks.ErrNotFound):
-			case errors.Is(err, blocks.ErrIntegrity):
-				x.log.Warn("stored block is corrupt: answering have-not", "cid", c, "err", err)
-			case ctx.Err() != nil:
-				return ctx.Err()
-			default:
-				return fmt.Errorf("get %s: %w: %w", c, errStoreFailed, err)
-			}
-			_ = sv.s.SetWriteDeadline(time.Now().Add(x.cfg.RequestTimeout))
-			if x.liar != nil {
-				if err := x.liar(ctx, lie{W: sv.bw, R: sv.br, C: c, Data: data, Have: have, Other: func() []byte {
-					if other == nil {
-						other = x.otherBlock(ctx, c)
-					}
-					return other
-				}}); err != nil {
-					return err
-				}
+		ld.add(cs)
+	}
+}
+
+// endReader is what a liar reads from the stream: nothing, until the
+// stream's want reader ended (the client went away).
+type endReader <-chan struct{}
+
+func (r endReader) Read([]byte) (int, error) {
+	<-r
+	return 0, io.EOF
+}
+
+// answer is what the loader found for one wanted CID: its bytes (have),
+// or nothing (have-not), or the store's failure (err).
+type answer struct {
+	c    cid.Cid
+	data []byte
+	have bool
+	err  error
+}
+
+// loader reads the blocks a server stream must answer with, in order, on
+// its own goroutine (run), at most serveReadAhead answers ahead.
+type loader struct {
+	store blocks.Store
+	log   *slog.Logger
+	wake  chan struct{} // buffered 1: jobs grew
+	room  chan struct{} // buffered 1: an answer was taken from out
+	out   chan answer   // buffered serveReadAhead
+
+	// mu guards jobs and owed.
+	mu   sync.Mutex
+	jobs []cid.Cid // not loaded yet
+	owed int       // added and not yet taken from out
+}
+
+// add queues cs.
+func (l *loader) add(cs []cid.Cid) {
+	l.mu.Lock()
+	l.jobs = append(l.jobs, cs...)
+	l.owed += len(cs)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// answered records that one answer was taken from out.
+func (l *loader) answered() {
+	l.mu.Lock()
+	l.owed--
+	l.mu.Unlock()
+	select {
+	case l.room <- struct{}{}:
+	default:
+	}
+}
+
+// unanswered returns how many CIDs were added and not yet taken from out.
+func (l *loader) unanswered() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.owed
+}
+
+func (l *loader) next() (cid.Cid, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.jobs) == 0 {
+		return cid.Undef, false
+	}
+	c := l.jobs[0]
+	l.jobs = l.jobs[1:]
+	if len(l.jobs) == 0 {
+		l.jobs = nil
+	}
+	return c, true
+}
+
+// run loads the queued CIDs until ctx ends or the store fails (the
+// failure is the last answer it sends).
+func (l *loader) run(ctx context.Context) {
+	for {
+		c, ok := l.next()
+		if !ok {
+			select {
+			case <-l.wake:
 				continue
-			}
-			if !have {
-				hdr = appendFrame(hdr[:0], ftHaveNot, appendCID(nil, c))
-				if _, err := sv.bw.Write(hdr); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := writeBlock(sv.bw, &hdr, c, data); err != nil {
-				return err
-			}
-			x.count(sv.remote, func(st *PeerStat) { st.Served++ })
-		}
-		if !frameBuffered(sv.br) {
-			if err := sv.bw.Flush(); err != nil {
-				return err
+			case <-ctx.Done():
+				return
 			}
 		}
-		_ = sv.s.SetReadDeadline(time.Now().Add(serveIdle))
-		var t frameType
-		t, body, err = readFrame(sv.br, body[:0])
+		data, err := l.store.Get(ctx, c)
+		a := answer{c: c, data: data, have: err == nil}
 		switch {
-		case err == io.EOF:
-			return sv.bw.Flush()
-		case err != nil:
-			return err
-		case t != ftWant:
-			return fmt.Errorf("%w: a %s frame in a stream of want lists", ErrProtocol, t)
+		case a.have, errors.Is(err, blocks.ErrNotFound):
+		case errors.Is(err, blocks.ErrIntegrity):
+			l.log.Warn("stored block is corrupt: answering have-not", "cid", c, "err", err)
+		case ctx.Err() != nil:
+			return
+		default:
+			a.err = fmt.Errorf("get %s: %w: %w", c, errStoreFailed, err)
+		}
+		select {
+		case l.out <- a:
+		case <-ctx.Done():
+			return
+		}
+		if a.err != nil {
+			return
 		}
 	}
 }
@@ -235,17 +405,6 @@ func writeBlock(w *bufio.Writer, hdr *[]byte, c cid.Cid, data []byte) error {
 	}
 	_, err := w.Write(data)
 	return err
-}
-
-// frameBuffered reports whether a whole frame is already buffered in r.
-func frameBuffered(r *bufio.Reader) bool {
-	n := r.Buffered()
-	if n < 3 {
-		return false
-	}
-	b, _ := r.Peek(min(n, frameHeaderMax))
-	l, k := binary.Uvarint(b[2:])
-	return k > 0 && uint64(n) >= uint64(2+k)+l
 }
 
 // otherBlock returns the bytes of some stored block other than c (random

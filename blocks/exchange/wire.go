@@ -75,8 +75,6 @@ const (
 	maxPinLen = 255 - len(replicaPrefix)
 	// MaxReplicate bounds the CIDs of one replication request.
 	MaxReplicate = 1 << 18
-
-	frameHeaderMax = 2 + binary.MaxVarintLen32
 )
 
 // replicaPrefix starts the pin name under which a replica is pinned.
