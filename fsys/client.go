@@ -116,9 +116,17 @@ type volume struct {
 	names    map[RecordKey]string // entry key → name, for invalidations
 	lists    map[Ino]*listing
 	// grants are inodes this node holds readcaps for (besides the root).
-	grants       []grantRoot
-	readcapsDone bool
+	grants []grantRoot
+	// readcapsAt is when the readcaps were last loaded (zero: never).
+	// They are loaded again, at most every readcapReload, while the
+	// client lacks the volume root's key: a grant made after the first
+	// look is then seen without a restart.
+	readcapsAt time.Time
 }
+
+// readcapReload bounds how often a client without the root key asks the
+// host for its readcaps again.
+const readcapReload = 2 * time.Second
 
 type grantRoot struct {
 	ino   Ino
@@ -616,9 +624,9 @@ func attrOf(ino Ino, n *inode, ver uint64) Attr {
 // rootKey makes sure the client has the keys its readcaps give in v.
 func (c *Client) loadReadcaps(ctx context.Context, v *volume) error {
 	c.mu.Lock()
-	done := v.readcapsDone
+	last := v.readcapsAt
 	c.mu.Unlock()
-	if done {
+	if !last.IsZero() && c.now().Sub(last) < readcapReload {
 		return nil
 	}
 	rcs, err := v.host.Readcaps(ctx, c.cfg.NodeID)
@@ -661,7 +669,7 @@ func (c *Client) loadReadcaps(ctx context.Context, v *volume) error {
 	}
 	sort.Slice(grants, func(i, j int) bool { return grants[i].depth > grants[j].depth })
 	c.mu.Lock()
-	v.grants, v.readcapsDone = grants, true
+	v.grants, v.readcapsAt = grants, c.now()
 	c.mu.Unlock()
 	return nil
 }

@@ -617,3 +617,35 @@ func TestManySmallFiles(t *testing.T) {
 	}
 	t.Logf("%d files: create+write+fsync %v (%v/file), total %v", N, created, created/N, time.Since(start))
 }
+
+// TestLateGrantSeen: a node that looked before it was granted read sees
+// the grant once the reload interval has passed, without a restart.
+func TestLateGrantSeen(t *testing.T) {
+	tv, a, root := setup(t, false)
+	ctx := ctxT(t)
+	must(a.c.Create(ctx, root.Ino, "f", 0o644, true))
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	b := &testNode{key: nettest.NewKey(t)}
+	b.id = nettest.PrincipalID(t, b.key.PublicKey())
+	b.path = tv.d.Path(t, "late")
+	b.wc = tv.d.GrantDay(t, b.id, b.path)
+	tv.startNode(t, b, func(c *fsys.Config) { c.Clock = clock })
+	p := join(t, tv.vol, "f")
+	if _, err := b.c.Walk(ctx, p); err == nil {
+		t.Fatal("read without a readcap")
+	} else {
+		wantErr(t, err, fsys.ErrPermission)
+	}
+	must(0, a.c.Grant(ctx, tv.vol, b.id, fsys.RightRead, time.Time{}))
+	if _, err := b.c.Walk(ctx, p); err == nil {
+		t.Fatal("readcaps reloaded on every walk: want at most one load per interval")
+	}
+	mu.Lock()
+	now = now.Add(3 * time.Second)
+	mu.Unlock()
+	if _, err := b.c.Walk(ctx, p); err != nil {
+		t.Fatalf("the grant is not seen after the reload interval: %v", err)
+	}
+}
