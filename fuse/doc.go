@@ -64,9 +64,11 @@
 // # Writes and durability
 //
 // Writes are write-back: a write returns once the data is in the client.
-// fsync(2) and the first close(2) after a write (FLUSH) call fsys.FS.Fsync,
-// which returns when the host holds the data durably, so close reports a
-// failure to store. Namespace changes are committed before they return;
+// fsync(2) calls fsys.FS.Fsync, which returns when the host holds the data
+// durably. close(2) after a write (FLUSH) starts the commit in the
+// background when the FS can (fsys.Client.Flush) and returns, as a local
+// file system does; a commit that fails then is reported by the next
+// fsync. Namespace changes are committed before they return;
 // fsync on a directory has nothing left to do. Read-ahead is the kernel's
 // (up to MaxReadAhead) plus the client's own.
 //

@@ -311,6 +311,15 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 
 // Unlink implements fs.NodeUnlinker.
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	// Writes that close(2) left committing in the background land before
+	// the name goes, so descriptors still open on the file see them.
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok && cn.dirty.Load() {
+			if errno := cn.fsync(ctx, "unlink"); errno != 0 {
+				return errno
+			}
+		}
+	}
 	ctx, cancel := n.m.change(ctx)
 	defer cancel()
 	if err := n.m.fs.Unlink(ctx, n.ino, name); err != nil {
@@ -530,11 +539,25 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	return uint32(k), 0
 }
 
-// Flush implements fs.FileFlusher: close(2) (of any descriptor of the open
-// file) commits the file's writes to the host, so close reports a failure
-// to store them.
+// flusher is implemented by an fsys.FS that can start committing a file's
+// writes without waiting for them to be durable (fsys.Client).
+type flusher interface {
+	Flush(ctx context.Context, ino fsys.Ino) error
+}
+
+// Flush implements fs.FileFlusher. close(2) (of any descriptor of the open
+// file) starts committing the file's writes to the host and returns: as on
+// a local file system, only fsync(2) waits for durability, and a commit
+// that fails in the background is reported by the next fsync. An FS that
+// cannot commit in the background gets a full Fsync instead.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
 	if !h.n.dirty.Load() {
+		return 0
+	}
+	if f, ok := h.n.m.fs.(flusher); ok {
+		if err := f.Flush(ctx, h.n.ino); err != nil {
+			return h.n.m.errno("flush", err)
+		}
 		return 0
 	}
 	return h.n.fsync(ctx, "flush")
