@@ -1,26 +1,33 @@
 // Package leveldb is a durable blocks.PinStore on local disk: a goleveldb
 // index (CID → location, size and last-Put time; pins; counters) with small
-// blocks kept inline in goleveldb and large blocks kept as one file each in
-// sharded directories. See docs/blockstore.md for the layout, the record
-// formats, the durability protocol, pins and GC, and the measurements
-// behind InlineThreshold.
+// blocks kept inline in goleveldb and large blocks appended to pack files.
+// See docs/blockstore.md for the layout, the record and pack entry
+// formats, the durability and recovery protocol, pins, GC and compaction,
+// and the measurements behind InlineThreshold.
 //
-// Put is durable when it returns: block files are fsynced and renamed into
-// place (and their directory fsynced) before the index entry is written
-// with a synced goleveldb batch, so after a crash no half-written block is
-// visible. Open removes temporary and orphaned block files. Get verifies
-// every block against its CID. Pin and Unpin are one synced batch each; GC
+// Put is durable when it returns: an inline block's index entry is written
+// with a synced goleveldb batch; a large block is appended to the active
+// pack as a self-describing entry (CID, length, header CRC) and the pack
+// fdatasynced, then indexed without a sync, and Open re-indexes every
+// complete, verified entry past the pack's checkpoint, so after a crash
+// every acknowledged block is found and no half-written one is visible.
+// PutMany does the same for many blocks with one sync. Get verifies every
+// block against its CID. Pin and Unpin are one synced batch each; GC
 // re-checks every block under the write lock before it deletes it, so it
-// may run while Puts and Pins continue. A Store is safe for concurrent use.
+// may run while Puts and Pins continue, and then compacts packs that are
+// mostly dead. Block files of format 2 stay readable. A Store is safe for
+// concurrent use.
 package leveldb
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"iter"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,8 +49,10 @@ import (
 const DefaultInlineThreshold = 16 << 10
 
 // formatVersion is the on-disk format; Open refuses other versions, except
-// that it upgrades a version-1 store in place (see init).
-const formatVersion = 2
+// that it upgrades a version-1 or version-2 store in place (see init).
+// Version 3 added pack records and pack files, which a version-2 build
+// would take for damage.
+const formatVersion = 3
 
 // Index keys.
 var (
@@ -65,6 +74,7 @@ const (
 	recordV2     = byte(2) // version | kind | put time (8, unix ns) | size | [data]
 	recordInline = byte(0)
 	recordFile   = byte(1)
+	recordPack   = byte(2) // format 3: ... | size | uvarint pack | uvarint data offset
 )
 
 // Directory names under the store's root.
@@ -83,9 +93,10 @@ const (
 type Option func(*config)
 
 type config struct {
-	quota  int64
-	inline int
-	now    func() time.Time
+	quota    int64
+	inline   int
+	now      func() time.Time
+	packSize int64
 }
 
 // WithQuota bounds the total bytes of stored blocks; a Put that would pass
@@ -102,6 +113,9 @@ func WithInlineThreshold(n int) Option { return func(c *config) { c.inline = n }
 // use. Tests use it; a daemon has no reason to.
 func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
 
+// withPackSize sets the size at which packs are sealed (tests).
+func withPackSize(n int64) Option { return func(c *config) { c.packSize = n } }
+
 // Store is a durable blocks.Store. It is safe for concurrent use.
 type Store struct {
 	dir string
@@ -116,15 +130,55 @@ type Store struct {
 	// headroom is indexHeadroom; tests set 0 (no free-space check) to
 	// reach the OS's ENOSPC.
 	headroom uint64
+	// packSize is where the active pack is sealed; ckEvery is
+	// checkpointEvery (tests make it small).
+	packSize int64
+	ckEvery  int64
 
 	// upgraded is the time (unix ns) a version-1 store was upgraded; its
 	// version-1 records count as put then. Set by Open.
 	upgraded int64
 
-	// writeMu serialises Put, Delete, Pin, Unpin and GC's sweeps so the
-	// counters, the file/index pairs, the pin reference counts and GC's
-	// decisions stay consistent.
+	// writeMu serialises Put, PutMany, Delete, Pin, Unpin, GC's sweeps
+	// and compaction's moves so the counters, the file/index pairs, the
+	// pin reference counts, GC's decisions and the pack appends stay
+	// consistent. It also guards the active pack below.
 	writeMu sync.Mutex
+	// active is the newest pack number (0: none yet); activeFile is it,
+	// open for appending at tail, or nil until the first append.
+	active     uint32
+	activeFile *os.File
+	tail       int64
+	// sealed: append no more to the active pack (compaction took it, or a
+	// failed append could not be truncated away); the next append starts
+	// a new one.
+	sealed bool
+	// reserveOK: the reserve file was found or made since the index was
+	// last (re)opened.
+	reserveOK bool
+
+	// durable is each pack's durable checkpoint (as in k/), sealedEnd the
+	// end of each sealed pack whose checkpoint has not reached it; both
+	// guarded by writeMu.
+	durable   map[uint32]int64
+	sealedEnd map[uint32]int64
+
+	// packs caches open pack files for reads.
+	packs *packFiles
+	// compactMu serialises compactions.
+	compactMu sync.Mutex
+
+	// testHook, if set, is called at named points of appends and
+	// compaction; an error from it fails the operation there (tests
+	// simulate crashes with it).
+	testHook func(point string) error
+}
+
+func (s *Store) hook(point string) error {
+	if s.testHook == nil {
+		return nil
+	}
+	return s.testHook(point)
 }
 
 var _ blocks.PinStore = (*Store)(nil)
@@ -134,7 +188,7 @@ var _ blocks.PinStore = (*Store)(nil)
 // version 1 index in place, and refuses an index of an unknown format
 // version.
 func Open(dir string, opts ...Option) (*Store, error) {
-	cfg := config{inline: DefaultInlineThreshold, now: time.Now}
+	cfg := config{inline: DefaultInlineThreshold, now: time.Now, packSize: defaultPackSize}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -143,12 +197,26 @@ func Open(dir string, opts ...Option) (*Store, error) {
 			return nil, fmt.Errorf("blocks/leveldb: open: %w", mapErr(err))
 		}
 	}
+	if _, err := os.Stat(filepath.Join(dir, dirPacks)); errors.Is(err, fs.ErrNotExist) {
+		// The packs directory must itself be durable before a pack in it.
+		if err := os.Mkdir(filepath.Join(dir, dirPacks), 0o700); err != nil {
+			return nil, fmt.Errorf("blocks/leveldb: open: %w", mapErr(err))
+		}
+		if err := syncDir(dir); err != nil {
+			return nil, fmt.Errorf("blocks/leveldb: open: %w", mapErr(err))
+		}
+	}
 	db, err := openIndex(filepath.Join(dir, dirIndex))
 	if err != nil {
 		return nil, fmt.Errorf("blocks/leveldb: open index: %w", mapErr(err))
 	}
-	s := &Store{dir: dir, cfg: cfg, db: db, headroom: indexHeadroom}
+	s := &Store{dir: dir, cfg: cfg, db: db, headroom: indexHeadroom, packSize: cfg.packSize,
+		packs:   newPackFiles(filepath.Join(dir, dirPacks)),
+		durable: map[uint32]int64{}, sealedEnd: map[uint32]int64{}, ckEvery: checkpointEvery}
 	if err := s.init(); err != nil {
+		if s.activeFile != nil {
+			s.activeFile.Close()
+		}
 		db.Close()
 		return nil, err
 	}
@@ -171,6 +239,11 @@ func (s *Store) init() error {
 		}
 	case err != nil:
 		return fmt.Errorf("blocks/leveldb: read version: %w", mapErr(err))
+	case len(v) == 1 && v[0] == 2:
+		// Version 2 had no packs: its records and files stay as they are.
+		if err := s.db.Put(keyVersion, []byte{formatVersion}, &opt.WriteOptions{Sync: true}); err != nil {
+			return fmt.Errorf("blocks/leveldb: upgrade index: %w", mapErr(err))
+		}
 	case len(v) == 1 && v[0] == 1:
 		// Version 1 had no pins and only version-1 records, which stay
 		// readable. Its blocks count as put now, so that GC does not take
@@ -203,6 +276,9 @@ func (s *Store) recover() error {
 	}
 	for _, e := range ents {
 		os.Remove(filepath.Join(tmp, e.Name()))
+	}
+	if err := s.openPacks(); err != nil {
+		return err
 	}
 	return filepath.WalkDir(filepath.Join(s.dir, dirBlobs), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -242,145 +318,233 @@ func (s *Store) enter() (func(), error) {
 // renewal), ErrIntegrity, ErrTooLarge, ErrNoSpace (disk or quota full;
 // nothing stored), ErrClosed. Safe for concurrent use.
 func (s *Store) Put(ctx context.Context, b blocks.Block) error {
-	err := s.put(ctx, b)
+	err := s.put(ctx, []blocks.Block{b})
+	if err != nil {
+		err = fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, err)
+	}
 	if errors.Is(err, errIndexFull) {
 		s.reopenIndex()
 	}
 	return err
 }
 
-func (s *Store) put(ctx context.Context, b blocks.Block) error {
+// PutMany stores bs as Put does, with one fdatasync of the active pack for
+// all the large blocks and one index batch for all (synced if it holds
+// inline blocks): it returns when every block is durable. It checks every
+// block first and stores none if one fails the checks (ErrIntegrity,
+// ErrTooLarge) or would pass the quota or the free space (ErrNoSpace); on
+// a later failure nothing is acknowledged, and blocks already appended may
+// be found after a reopen, whole and verified. Safe for concurrent use.
+func (s *Store) PutMany(ctx context.Context, bs []blocks.Block) error {
+	err := s.put(ctx, bs)
+	if err != nil {
+		err = fmt.Errorf("blocks/leveldb: put many (%d blocks): %w", len(bs), err)
+	}
+	if errors.Is(err, errIndexFull) {
+		s.reopenIndex()
+	}
+	return err
+}
+
+var _ blocks.BatchPutter = (*Store)(nil)
+
+func (s *Store) put(ctx context.Context, bs []blocks.Block) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if len(b.Data) > blocks.MaxBlockSize {
-		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, blocks.ErrTooLarge)
+	large := false
+	for _, b := range bs {
+		if len(b.Data) > blocks.MaxBlockSize {
+			return fmt.Errorf("%s%w", which(bs, b), blocks.ErrTooLarge)
+		}
+		large = large || len(b.Data) > s.cfg.inline
 	}
-	if !verify(b.CID, b.Data) {
-		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, blocks.ErrIntegrity)
+	if len(bs) == 0 {
+		return nil
 	}
+	verified := verifyAll(bs, large)
+	if !large {
+		if err := verified(); err != nil {
+			return err
+		}
+	}
+	err := s.putVerifying(bs, verified)
+	// Whatever happened, the hashing is over before the caller gets its
+	// blocks back; a block that does not match its CID is the answer.
+	if verr := verified(); verr != nil {
+		return verr
+	}
+	return err
+}
+
+// which names b in an error about bs, if bs has more than b (Put's error
+// names its block already).
+func which(bs []blocks.Block, b blocks.Block) string {
+	if len(bs) == 1 {
+		return ""
+	}
+	return b.CID.String() + ": "
+}
+
+// verifyAll checks bs against their CIDs: at once, or, if async, on another
+// goroutine while the caller writes and syncs the pack (the hash of a large
+// block costs about as much as the sync, and they overlap). The returned
+// func waits for the result; it may be called any number of times.
+func verifyAll(bs []blocks.Block, async bool) func() error {
+	check := func() error {
+		for _, b := range bs {
+			if !verify(b.CID, b.Data) {
+				return fmt.Errorf("%s%w", which(bs, b), blocks.ErrIntegrity)
+			}
+		}
+		return nil
+	}
+	if !async {
+		err := check()
+		return func() error { return err }
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- check() }()
+	var once sync.Once
+	var err error
+	return func() error {
+		once.Do(func() { err = <-ch })
+		return err
+	}
+}
+
+// putVerifying stores bs; verified waits for their verification, which
+// must succeed before anything is indexed or acknowledged.
+func (s *Store) putVerifying(bs []blocks.Block, verified func() error) error {
 	done, err := s.enter()
 	if err != nil {
-		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, err)
+		return err
 	}
 	defer done()
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	key := blockKey(b.CID)
 	// The time is read under writeMu: a GC sweep decides under it too, so
 	// it sees either no block or this Put's time.
 	now := s.cfg.now().UnixNano()
-	if old, err := s.db.Get(key, nil); err == nil {
-		return s.renew(b.CID, key, old, now)
-	} else if !errors.Is(err, leveldb.ErrNotFound) {
-		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, mapErr(err))
+	batch := new(leveldb.Batch)
+	var (
+		inline, packed []blocks.Block
+		seen           map[string]bool
+		newBytes       int64
+		diskBytes      int
+	)
+	if len(bs) > 1 {
+		seen = make(map[string]bool, len(bs))
+	}
+	for _, b := range bs {
+		key := blockKey(b.CID)
+		if seen != nil {
+			if seen[string(key)] {
+				continue
+			}
+			seen[string(key)] = true
+		}
+		if old, err := s.db.Get(key, nil); err == nil {
+			s.renew(batch, key, old, now)
+			continue
+		} else if !errors.Is(err, leveldb.ErrNotFound) {
+			return mapErr(err)
+		}
+		newBytes += int64(len(b.Data))
+		if len(b.Data) <= s.cfg.inline {
+			inline = append(inline, b)
+			diskBytes += len(b.Data)
+		} else {
+			packed = append(packed, b)
+			diskBytes += entryHeaderLen(b.CID) + len(b.Data)
+		}
+	}
+	if len(inline)+len(packed) == 0 {
+		// Only renewals: not synced (see renew).
+		if err := verified(); err != nil {
+			return err
+		}
+		if batch.Len() > 0 {
+			if err := s.db.Write(batch, nil); err != nil {
+				return fmt.Errorf("renew: %w", indexErr(err))
+			}
+		}
+		return nil
 	}
 	if err := s.ensureReserve(); err != nil {
-		return fmt.Errorf("blocks/leveldb: put %s: restore index reserve: %w", b.CID, err)
+		return fmt.Errorf("restore index reserve: %w", err)
 	}
-	if err := s.checkFree(len(b.Data)); err != nil {
+	if err := s.checkFree(diskBytes); err != nil {
 		// Deleted inline blocks hold space until goleveldb compacts
 		// them away; do that now, once, and look again.
 		if cerr := s.db.CompactRange(util.Range{}); cerr != nil {
-			return fmt.Errorf("blocks/leveldb: put %s: %w (compact: %v)", b.CID, err, cerr)
+			return fmt.Errorf("%w (compact: %v)", err, cerr)
 		}
-		if err := s.checkFree(len(b.Data)); err != nil {
-			return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, err)
+		if err := s.checkFree(diskBytes); err != nil {
+			return err
 		}
 	}
 	count, total, err := s.counters()
 	if err != nil {
-		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, err)
+		return err
 	}
-	if s.cfg.quota > 0 && total+int64(len(b.Data)) > s.cfg.quota {
-		return fmt.Errorf("blocks/leveldb: put %s: quota %d bytes: %w", b.CID, s.cfg.quota, blocks.ErrNoSpace)
+	if s.cfg.quota > 0 && total+newBytes > s.cfg.quota {
+		return fmt.Errorf("quota %d bytes: %w", s.cfg.quota, blocks.ErrNoSpace)
 	}
-	var rec []byte
-	if len(b.Data) <= s.cfg.inline {
-		rec = appendRecord(nil, record{kind: recordInline, putAt: now, size: uint64(len(b.Data)), inline: b.Data})
-	} else {
-		rec = appendRecord(nil, record{kind: recordFile, putAt: now, size: uint64(len(b.Data))})
-		if err := s.writeFile(b.CID, b.Data); err != nil {
-			return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, err)
+	for _, b := range inline {
+		batch.Put(blockKey(b.CID), appendRecord(nil, record{kind: recordInline, putAt: now, size: uint64(len(b.Data)), inline: b.Data}))
+	}
+	if len(packed) > 0 {
+		pack, offs, err := s.appendEntries(packed, verified)
+		if err != nil {
+			return err
+		}
+		for i, b := range packed {
+			batch.Put(blockKey(b.CID), appendRecord(nil, record{kind: recordPack, putAt: now, size: uint64(len(b.Data)), pack: pack, off: offs[i]}))
 		}
 	}
-	batch := new(leveldb.Batch)
-	batch.Put(key, rec)
-	batch.Put(keyCount, u64(count+1))
-	batch.Put(keyBytes, u64(total+int64(len(b.Data))))
-	if err := s.db.Write(batch, &opt.WriteOptions{Sync: true}); err != nil {
-		// The file stays: the record may have reached the journal before
-		// the failure. If it did not, the next Open removes the orphan.
-		return fmt.Errorf("blocks/leveldb: put %s: %w", b.CID, indexErr(err))
+	if err := verified(); err != nil {
+		return err
+	}
+	batch.Put(keyCount, u64(count+int64(len(inline)+len(packed))))
+	batch.Put(keyBytes, u64(total+newBytes))
+	// Packed blocks are durable already (synced pack, and recovery); only
+	// inline blocks need the index synced.
+	if err := s.db.Write(batch, &opt.WriteOptions{Sync: len(inline) > 0}); err != nil {
+		// The pack entries stay: the batch may have reached the journal
+		// before the failure; if it did not, they are dead space (or
+		// indexed by the next Open's recovery).
+		return indexErr(err)
+	}
+	if len(packed) > 0 && s.tail-s.durable[s.active] >= s.ckEvery {
+		s.advanceCheckpoints() // best effort: bounds the scan after a crash
 	}
 	return nil
 }
 
-// renew rewrites the record of a present block with the time now; writeMu
-// is held. The write is not synced: losing it in a crash loses only the
-// renewal, and the writer's following synced Pin syncs it too (goleveldb's
-// journal is one ordered log). A damaged record is left alone.
-func (s *Store) renew(c cid.Cid, key, old []byte, now int64) error {
+// renew adds to batch the record of a present block with the time now;
+// writeMu is held. The write is not synced: losing it in a crash loses
+// only the renewal, and the writer's following synced Pin syncs it too
+// (goleveldb's journal is one ordered log). A damaged record is left
+// alone.
+func (s *Store) renew(batch *leveldb.Batch, key, old []byte, now int64) {
 	r, err := parseRecord(old)
 	if err != nil || (r.version == recordV2 && r.putAt == now) {
-		return nil
+		return
 	}
 	r.putAt = now
-	if err := s.db.Put(key, appendRecord(nil, r), nil); err != nil {
-		return fmt.Errorf("blocks/leveldb: put %s: renew: %w", c, indexErr(err))
-	}
-	return nil
-}
-
-// writeFile writes data to a temporary file, fsyncs it, renames it into
-// its shard directory and fsyncs that directory.
-func (s *Store) writeFile(c cid.Cid, data []byte) (err error) {
-	final := s.blobPath(c)
-	shard := filepath.Dir(final)
-	if _, err := os.Stat(shard); errors.Is(err, fs.ErrNotExist) {
-		// A new shard directory must itself be durable in blobs/.
-		if err := os.Mkdir(shard, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return mapErr(err)
-		}
-		if err := syncDir(filepath.Dir(shard)); err != nil {
-			return mapErr(err)
-		}
-	}
-	f, err := os.CreateTemp(filepath.Join(s.dir, dirTmp), "put-*")
-	if err != nil {
-		return mapErr(err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return mapErr(err)
-	}
-	if err := f.Sync(); err != nil {
-		return mapErr(err)
-	}
-	if err := f.Close(); err != nil {
-		return mapErr(err)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return mapErr(err)
-	}
-	if err := syncDir(shard); err != nil {
-		os.Remove(final)
-		return mapErr(err)
-	}
-	return nil
+	batch.Put(key, appendRecord(nil, r))
 }
 
 // ensureReserve creates the reserve file if it is missing; ENOSPC from it
 // means the disk is too full to take a block.
 func (s *Store) ensureReserve() error {
+	if s.reserveOK {
+		return nil
+	}
 	p := filepath.Join(s.dir, fileReserve)
 	if fi, err := os.Stat(p); err == nil && fi.Size() == reserveSize {
+		s.reserveOK = true
 		return nil
 	}
 	tmp := filepath.Join(s.dir, dirTmp, fileReserve)
@@ -392,6 +556,7 @@ func (s *Store) ensureReserve() error {
 		os.Remove(tmp)
 		return mapErr(err)
 	}
+	s.reserveOK = true
 	return nil
 }
 
@@ -433,8 +598,9 @@ func syncDir(dir string) error {
 }
 
 // Get returns the block's bytes, verified against c. Outcomes: the bytes,
-// ErrNotFound, ErrIntegrity (stored bytes do not match c, or the record or
-// file is damaged or missing), ErrClosed.
+// ErrNotFound, ErrIntegrity (stored bytes do not match c, or the record,
+// file or pack entry is damaged or missing), ErrClosed. Safe for
+// concurrent use.
 func (s *Store) Get(ctx context.Context, c cid.Cid) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -444,28 +610,50 @@ func (s *Store) Get(ctx context.Context, c cid.Cid) ([]byte, error) {
 		return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, err)
 	}
 	defer done()
-	rec, err := s.db.Get(blockKey(c), nil)
-	if errors.Is(err, leveldb.ErrNotFound) {
-		return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, blocks.ErrNotFound)
+	key := blockKey(c)
+	rec, err := s.db.Get(key, nil)
+	for attempt := 0; ; attempt++ {
+		if errors.Is(err, leveldb.ErrNotFound) {
+			return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, blocks.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, mapErr(err))
+		}
+		data, gerr := s.read(c, rec)
+		if gerr == nil || attempt == 3 {
+			return data, gerr
+		}
+		// A block being deleted, or moved by compaction, may vanish
+		// under the read: look again, and fail only if the record is
+		// unchanged.
+		again, err2 := s.db.Get(key, nil)
+		if err2 == nil && bytes.Equal(again, rec) {
+			return nil, gerr
+		}
+		rec, err = again, err2
 	}
-	if err != nil {
-		return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, mapErr(err))
-	}
+}
+
+// read returns the verified bytes of c, whose record is rec.
+func (s *Store) read(c cid.Cid, rec []byte) ([]byte, error) {
 	r, err := parseRecord(rec)
 	if err != nil {
 		return nil, fmt.Errorf("blocks/leveldb: get %s: %v: %w", c, err, blocks.ErrIntegrity)
 	}
-	data, size := r.inline, r.size
-	if r.kind == recordFile {
+	data := r.inline
+	switch r.kind {
+	case recordFile:
 		data, err = os.ReadFile(s.blobPath(c))
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("blocks/leveldb: get %s: block file missing: %w", c, blocks.ErrIntegrity)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, err)
-		}
+	case recordPack:
+		data, err = s.readPacked(r)
 	}
-	if uint64(len(data)) != size || !verify(c, data) {
+	if err != nil {
+		return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, err)
+	}
+	if uint64(len(data)) != r.size || !verify(c, data) {
 		return nil, fmt.Errorf("blocks/leveldb: get %s: %w", c, blocks.ErrIntegrity)
 	}
 	return data, nil
@@ -536,13 +724,22 @@ func (s *Store) delete(ctx context.Context, c cid.Cid) error {
 	if perr == nil {
 		batch.Put(keyCount, u64(max(count-1, 0)))
 		batch.Put(keyBytes, u64(max(total-int64(r.size), 0)))
+		if s.needsTomb(r) {
+			batch.Put(tombKey(r.pack, r.off), nil)
+		}
 	}
 	if err := s.db.Write(batch, &opt.WriteOptions{Sync: true}); err != nil {
 		return fmt.Errorf("blocks/leveldb: delete %s: %w", c, indexErr(err))
 	}
-	if perr != nil || r.kind == recordFile {
+	switch {
+	case perr != nil || r.kind == recordFile:
 		// A leftover file is removed by the next Open.
 		os.Remove(s.blobPath(c))
+	case r.kind == recordPack:
+		// Below its pack's checkpoint recovery never reads the entry;
+		// past it, the tombstone makes recovery skip it unread. Give its
+		// data blocks back now.
+		s.punch(r)
 	}
 	return nil
 }
@@ -602,8 +799,10 @@ func (s *Store) Size(ctx context.Context) (int64, int64, error) {
 	return s.counters()
 }
 
-// Close waits for running operations and closes the index. It is
-// idempotent; afterwards every method fails with ErrClosed.
+// Close waits for running operations, advances the packs' checkpoints to
+// their ends (so that the next Open has nothing to scan), and
+// closes the packs and the index. It is idempotent; afterwards every
+// method fails with ErrClosed.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
@@ -611,10 +810,23 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	if err := s.db.Close(); err != nil {
+	err := s.advanceCheckpoints()
+	s.closeFiles()
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("blocks/leveldb: close: %w", err)
 	}
 	return nil
+}
+
+func (s *Store) closeFiles() {
+	if s.activeFile != nil {
+		s.activeFile.Close()
+		s.activeFile = nil
+	}
+	s.packs.closeAll()
 }
 
 func (s *Store) counters() (int64, int64, error) {
@@ -656,19 +868,23 @@ func blockKey(c cid.Cid) []byte {
 // record is a decoded block record.
 type record struct {
 	version byte   // recordV1 or recordV2
-	kind    byte   // recordInline or recordFile
+	kind    byte   // recordInline, recordFile or recordPack
 	putAt   int64  // last Put, unix ns; 0 in a version-1 record
 	size    uint64 // the block's bytes
 	inline  []byte // the bytes of an inline record (aliases the input)
+	pack    uint32 // a pack record's pack number
+	off     int64  // a pack record's data offset in the pack
 }
 
 // parseRecord decodes a block record of either version:
 //
 //	v1: 1 | kind | uvarint size | [data]
-//	v2: 2 | kind | uint64be put time (unix ns) | uvarint size | [data]
+//	v2: 2 | kind | uint64be put time (unix ns) | uvarint size | [data | pack, offset]
 //
 // An inline record's data must be exactly size bytes; a file record has
-// nothing after the size.
+// nothing after the size; a pack record (version 2 only) has the pack
+// number (uvarint ≤ 2^32−1) and the data offset (uvarint ≤ 2^63−1), and
+// nothing after them.
 func parseRecord(rec []byte) (record, error) {
 	if len(rec) < 2 {
 		return record{}, errors.New("short record")
@@ -701,6 +917,23 @@ func parseRecord(rec []byte) (record, error) {
 		if len(rest) != 0 {
 			return record{}, errors.New("trailing bytes in file record")
 		}
+	case recordPack:
+		if r.version != recordV2 {
+			return record{}, errors.New("pack record of version 1")
+		}
+		p, n := binary.Uvarint(rest)
+		if n <= 0 || p > math.MaxUint32 {
+			return record{}, errors.New("bad pack number")
+		}
+		rest = rest[n:]
+		off, n := binary.Uvarint(rest)
+		if n <= 0 || off > math.MaxInt64 {
+			return record{}, errors.New("bad pack offset")
+		}
+		if len(rest) != n {
+			return record{}, errors.New("trailing bytes in pack record")
+		}
+		r.pack, r.off = uint32(p), int64(off)
 	default:
 		return record{}, errors.New("bad record kind")
 	}
@@ -712,8 +945,12 @@ func appendRecord(dst []byte, r record) []byte {
 	dst = append(dst, recordV2, r.kind)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(r.putAt))
 	dst = binary.AppendUvarint(dst, r.size)
-	if r.kind == recordInline {
+	switch r.kind {
+	case recordInline:
 		dst = append(dst, r.inline...)
+	case recordPack:
+		dst = binary.AppendUvarint(dst, uint64(r.pack))
+		dst = binary.AppendUvarint(dst, uint64(r.off))
 	}
 	return dst
 }
@@ -748,6 +985,7 @@ func (s *Store) reopenIndex() error {
 		return blocks.ErrClosed
 	}
 	os.Remove(filepath.Join(s.dir, fileReserve))
+	s.reserveOK = false
 	s.db.Close() // reports the journal's earlier write error
 	db, err := openIndex(filepath.Join(s.dir, dirIndex))
 	if err != nil {

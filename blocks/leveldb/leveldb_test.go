@@ -2,6 +2,7 @@ package leveldb
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -212,6 +213,20 @@ func TestReopen(t *testing.T) {
 	}
 }
 
+// packRecord returns the pack record of c.
+func packRecord(t testing.TB, s *Store, c cid.Cid) record {
+	t.Helper()
+	rec, err := s.db.Get(blockKey(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := parseRecord(rec)
+	if err != nil || r.kind != recordPack {
+		t.Fatalf("record of %s = %+v, %v; want a pack record", c, r, err)
+	}
+	return r
+}
+
 func TestCorruption(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -220,24 +235,29 @@ func TestCorruption(t *testing.T) {
 	if err := s.Put(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	p := s.blobPath(b.CID)
-	data, err := os.ReadFile(p)
+	r := packRecord(t, s, b.CID)
+	p := s.packPath(r.pack)
+	pack, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data[12345] ^= 0x01
-	os.WriteFile(p, data, 0o600)
+	flipped := bytes.Clone(pack)
+	flipped[r.off+12345] ^= 0x01
+	os.WriteFile(p, flipped, 0o600)
 	if _, err := s.Get(ctx, b.CID); !errors.Is(err, blocks.ErrIntegrity) {
 		t.Fatalf("Get flipped = %v", err)
 	}
-	os.WriteFile(p, data[:100], 0o600)
+	os.WriteFile(p, pack[:r.off+100], 0o600)
 	if _, err := s.Get(ctx, b.CID); !errors.Is(err, blocks.ErrIntegrity) {
 		t.Fatalf("Get truncated = %v", err)
 	}
-	os.Remove(p)
+	s.packs.drop(r.pack)
+	os.Rename(p, p+".away")
 	if _, err := s.Get(ctx, b.CID); !errors.Is(err, blocks.ErrIntegrity) {
-		t.Fatalf("Get missing file = %v", err)
+		t.Fatalf("Get missing pack = %v", err)
 	}
+	os.Rename(p+".away", p)
+	os.WriteFile(p, pack, 0o600)
 	// An inline record whose bytes rotted.
 	small := newBlock(t, 1000)
 	rec := []byte{recordV1, recordInline}
@@ -249,6 +269,23 @@ func TestCorruption(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, small.CID); !errors.Is(err, blocks.ErrIntegrity) {
 		t.Fatalf("Get rotted inline = %v", err)
+	}
+	// A file record (format 2) whose file is damaged or missing.
+	fb := newBlock(t, 100<<10)
+	s2 := &Store{dir: dir}
+	os.MkdirAll(filepath.Dir(s2.blobPath(fb.CID)), 0o700)
+	bad := bytes.Clone(fb.Data)
+	bad[7] ^= 1
+	os.WriteFile(s2.blobPath(fb.CID), bad, 0o600)
+	if err := s.db.Put(blockKey(fb.CID), appendRecord(nil, record{kind: recordFile, size: uint64(len(fb.Data))}), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, fb.CID); !errors.Is(err, blocks.ErrIntegrity) {
+		t.Fatalf("Get flipped file = %v", err)
+	}
+	os.Remove(s2.blobPath(fb.CID))
+	if _, err := s.Get(ctx, fb.CID); !errors.Is(err, blocks.ErrIntegrity) {
+		t.Fatalf("Get missing file = %v", err)
 	}
 	// The store can be repaired by deleting and putting again.
 	if err := s.Delete(ctx, b.CID); err != nil {
@@ -293,17 +330,18 @@ func TestVersionRefused(t *testing.T) {
 	}
 }
 
-// TestHelperWriter is the subprocess of TestCrash: it puts blocks, pins
-// them (three pins, each replaced by the newest block and the one before),
-// unpins, deletes and runs GC (grace 0), printing each operation before it
-// starts (deletes, pins, GC) or once acknowledged (puts, pins), until it is
-// killed.
+// TestHelperWriter is the subprocess of TestCrash: it puts blocks (every
+// fifth time with PutMany, two more blocks with it), pins them (three
+// pins, each replaced by the newest block and the one before), unpins,
+// deletes and runs GC (grace 0, which compacts the 1 MiB packs), printing
+// each operation before it starts (deletes, pins, GC) or once acknowledged
+// (puts, pins), until it is killed.
 func TestHelperWriter(t *testing.T) {
 	dir := os.Getenv("BT_LEVELDB_CRASH_DIR")
 	if dir == "" {
 		t.Skip("subprocess helper for TestCrash")
 	}
-	s, err := Open(dir)
+	s, err := Open(dir, withPackSize(1<<20))
 	if err != nil {
 		fmt.Println("ERR", err)
 		os.Exit(2)
@@ -327,11 +365,20 @@ func TestHelperWriter(t *testing.T) {
 			n = 100<<10 + i
 		}
 		b := newBlock(t, n)
-		if err := s.Put(ctx, b); err != nil {
+		batch := []blocks.Block{b}
+		if i%5 == 4 {
+			batch = append(batch, newBlock(t, 200<<10+i), newBlock(t, 2<<10))
+			err = s.PutMany(ctx, batch)
+		} else {
+			err = s.Put(ctx, b)
+		}
+		if err != nil {
 			fmt.Println("ERR", err)
 			os.Exit(2)
 		}
-		fmt.Fprintf(out, "%s %d\n", b.CID, n)
+		for _, b := range batch {
+			fmt.Fprintf(out, "%s %d\n", b.CID, len(b.Data))
+		}
 		out.Flush()
 		if i%7 == 6 { // also exercise Delete mid-run
 			fmt.Fprintf(out, "DEL %s\n", b.CID)
@@ -483,7 +530,7 @@ func TestCrash(t *testing.T) {
 		}
 		cmd.Wait()
 
-		s, err := Open(dir)
+		s, err := Open(dir, withPackSize(1<<20))
 		if err != nil {
 			t.Fatalf("iteration %d: reopen: %v", iters, err)
 		}
@@ -493,19 +540,21 @@ func TestCrash(t *testing.T) {
 				t.Fatalf("iteration %d: acknowledged %s: %d bytes, %v", iters, c, len(got), err)
 			}
 		}
-		var count int64
+		var count, bytes int64
 		for c, err := range s.All(ctx) {
 			if err != nil {
 				t.Fatal(err)
 			}
 			count++
+			// Every visible block is whole and verifies, acknowledged
+			// or not (an in-flight put or delete).
+			got, err := s.Get(ctx, c)
+			if err != nil {
+				t.Fatalf("iteration %d: visible %s broken: %v", iters, c, err)
+			}
+			bytes += int64(len(got))
 			if _, ok := acked[c]; ok {
 				continue
-			}
-			// Unacknowledged (in-flight put or in-flight delete): if
-			// visible, it must be whole and verify.
-			if _, err := s.Get(ctx, c); err != nil {
-				t.Fatalf("iteration %d: unacknowledged %s visible but broken: %v", iters, c, err)
 			}
 			acked[c] = -1 // tolerate; it is whole
 		}
@@ -515,9 +564,10 @@ func TestCrash(t *testing.T) {
 				acked[c] = len(got)
 			}
 		}
-		if n, _, err := s.Size(ctx); err != nil || n != count {
-			t.Fatalf("iteration %d: Size = %d, %v; All saw %d", iters, n, err, count)
+		if n, by, err := s.Size(ctx); err != nil || n != count || by != bytes {
+			t.Fatalf("iteration %d: Size = %d, %d, %v; All saw %d, %d bytes", iters, n, by, err, count, bytes)
 		}
+		checkPacks(t, dir)
 		// Pins: each is its acknowledged state, or the one in flight.
 		seen := map[string]bool{}
 		for pi, err := range s.Pins(ctx) {

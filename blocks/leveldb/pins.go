@@ -380,7 +380,9 @@ const gcPage = 512
 // for each page it picks the candidates without a lock, then, holding
 // writeMu, re-reads each candidate's record and reference count and
 // deletes those still unpinned and still old in one synced batch, then
-// removes their files. Puts, Pins, Gets and Deletes go on between pages.
+// removes their files (or punches their pack entries). Puts, Pins, Gets
+// and Deletes go on between pages. At the end it compacts the packs that
+// are more than half dead (compactPacks).
 // progress, if not nil, is called after each page. Damaged records are
 // skipped (counted as scanned). Outcomes: the result, or what was done
 // with ctx's error, ErrNoSpace or ErrClosed. Safe for concurrent use.
@@ -406,6 +408,13 @@ func (s *Store) GC(ctx context.Context, grace time.Duration, progress func(block
 			progress(blocks.GCProgress{Scanned: res.Scanned, Deleted: res.Deleted, Freed: res.Freed})
 		}
 		if next == nil {
+			// Give back the space of dead pack entries.
+			if _, err := s.compactPacks(ctx); err != nil {
+				if errors.Is(err, errIndexFull) {
+					s.reopenIndex()
+				}
+				return res, fmt.Errorf("blocks/leveldb: gc: %w", err)
+			}
 			return res, nil
 		}
 		start = next
@@ -468,21 +477,32 @@ func (s *Store) gcSweep(cands [][]byte, cutoff int64, res *blocks.GCResult) erro
 	}
 	defer done()
 	s.writeMu.Lock()
-	var files []string
-	deleted, freed, err := s.gcSweepLocked(cands, cutoff, res, &files)
+	var (
+		files   []string
+		punches []record
+	)
+	deleted, freed, err := s.gcSweepLocked(cands, cutoff, res, &files, &punches)
+	// Block files go while writeMu is still held: a Put of the same CID
+	// right after the lock is released writes a new file under the same
+	// name, which a later removal would take away (a pinned block lost).
+	if err == nil {
+		for _, f := range files {
+			os.Remove(f) // a leftover file is removed by the next Open
+		}
+	}
 	s.writeMu.Unlock()
 	if err != nil {
 		return err
 	}
 	res.Deleted += deleted
 	res.Freed += freed
-	for _, f := range files {
-		os.Remove(f) // a leftover file is removed by the next Open
+	for _, r := range punches {
+		s.punch(r) // dead below its pack's checkpoint; see Delete
 	}
 	return nil
 }
 
-func (s *Store) gcSweepLocked(cands [][]byte, cutoff int64, res *blocks.GCResult, files *[]string) (deleted, freed int64, err error) {
+func (s *Store) gcSweepLocked(cands [][]byte, cutoff int64, res *blocks.GCResult, files *[]string, punches *[]record) (deleted, freed int64, err error) {
 	count, total, err := s.counters()
 	if err != nil {
 		return 0, 0, err
@@ -511,12 +531,18 @@ func (s *Store) gcSweepLocked(cands [][]byte, cutoff int64, res *blocks.GCResult
 			continue
 		}
 		batch.Delete(key)
+		if s.needsTomb(r) {
+			batch.Put(tombKey(r.pack, r.off), nil)
+		}
 		deleted++
 		freed += int64(r.size)
-		if r.kind == recordFile {
+		switch r.kind {
+		case recordFile:
 			if c, err := cid.Cast(ck); err == nil {
 				*files = append(*files, s.blobPath(c))
 			}
+		case recordPack:
+			*punches = append(*punches, r)
 		}
 	}
 	if deleted == 0 {

@@ -2,6 +2,7 @@ package leveldb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -141,7 +142,10 @@ func TestPinsDurable(t *testing.T) {
 	if err != nil || res.Deleted != 3 || res.Freed != 200+40<<10 {
 		t.Fatalf("GC = %+v, %v", res, err)
 	}
-	assertFiles(t, s, bs[1].CID, bs[3].CID)
+	assertFiles(t, s) // large blocks are in packs
+	if _, err := s.Get(ctx, bs[5].CID); !errors.Is(err, blocks.ErrNotFound) {
+		t.Fatalf("Get of a collected block = %v", err)
+	}
 	if n, by, _ := s.Size(ctx); n != 3 || by != 100+2*(40<<10) {
 		t.Fatalf("Size = %d, %d", n, by)
 	}

@@ -90,6 +90,38 @@ func (s *Store) Put(ctx context.Context, b blocks.Block) error {
 	return nil
 }
 
+// PutMany verifies every block of bs and then stores copies of them as Put
+// does, all at once under the lock: either every block is stored (present
+// ones renewed) or, if one fails verification, none. Outcomes as Put.
+func (s *Store) PutMany(ctx context.Context, bs []blocks.Block) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memstore: put many: %w", err)
+	}
+	for _, b := range bs {
+		if err := blocks.Verify(b.CID, b.Data); err != nil {
+			return fmt.Errorf("memstore: put many: %w", err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("memstore: put many: %w", blocks.ErrClosed)
+	}
+	now := s.now()
+	for _, b := range bs {
+		if e, ok := s.blocks[b.CID]; ok {
+			e.putAt = now
+			s.blocks[b.CID] = e
+			continue
+		}
+		s.blocks[b.CID] = entry{data: slices.Clone(b.Data), putAt: now}
+		s.bytes += int64(len(b.Data))
+	}
+	return nil
+}
+
+var _ blocks.BatchPutter = (*Store)(nil)
+
 // Get returns a copy of the block's bytes, verified again against c, or an
 // error wrapping ErrNotFound, ErrIntegrity or ErrClosed.
 func (s *Store) Get(ctx context.Context, c cid.Cid) ([]byte, error) {

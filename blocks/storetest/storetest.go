@@ -53,6 +53,75 @@ func Run(t *testing.T, open func(t *testing.T) blocks.Store) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.f(t, newStore(t)) })
 	}
+	t.Run("PutMany", func(t *testing.T) {
+		s := newStore(t)
+		bp, ok := s.(blocks.BatchPutter)
+		if !ok {
+			t.Skip("not a blocks.BatchPutter")
+		}
+		testPutMany(t, s, bp)
+	})
+}
+
+// testPutMany: PutMany stores every block (sizes from empty to the
+// largest, duplicates and present blocks included) as Put would, refuses
+// bad blocks with Put's errors, and fails with ErrClosed after Close.
+func testPutMany(t *testing.T, s blocks.Store, bp blocks.BatchPutter) {
+	ctx := context.Background()
+	var bs []blocks.Block
+	var total int64
+	for i, n := range []int{0, 1, 100, 4096, 20 << 10, 256 << 10, 256<<10 + 1, blocks.MaxBlockSize} {
+		b := block(t, 100+uint64(i), n)
+		bs = append(bs, b)
+		total += int64(n)
+	}
+	put(t, s, bs[2]) // present before
+	if err := bp.PutMany(ctx, append(bs, bs[5], bs[0])); err != nil {
+		t.Fatalf("PutMany: %v", err)
+	}
+	wantSize(t, s, int64(len(bs)), total)
+	for _, b := range bs {
+		got, err := s.Get(ctx, b.CID)
+		if err != nil || !bytes.Equal(got, b.Data) {
+			t.Fatalf("Get %d bytes after PutMany: %v", len(b.Data), err)
+		}
+	}
+	if err := bp.PutMany(ctx, nil); err != nil {
+		t.Fatalf("PutMany of nothing: %v", err)
+	}
+	if err := bp.PutMany(ctx, bs); err != nil { // all present: renewals
+		t.Fatalf("PutMany again: %v", err)
+	}
+	wantSize(t, s, int64(len(bs)), total)
+	x := block(t, 200, 300<<10)
+	bad := blocks.Block{CID: x.CID, Data: x.Data[1:]}
+	if err := bp.PutMany(ctx, []blocks.Block{bad}); !errors.Is(err, blocks.ErrIntegrity) {
+		t.Fatalf("PutMany of a wrong block = %v, want ErrIntegrity", err)
+	}
+	big := make([]byte, blocks.MaxBlockSize+1)
+	if err := bp.PutMany(ctx, []blocks.Block{{CID: blocks.Sum(big), Data: big}}); !errors.Is(err, blocks.ErrTooLarge) {
+		t.Fatalf("PutMany of a large block = %v, want ErrTooLarge", err)
+	}
+	if ok, _ := s.Has(ctx, x.CID); ok {
+		t.Fatal("a refused block is stored")
+	}
+	wantSize(t, s, int64(len(bs)), total)
+	// The caller may reuse its buffers afterwards.
+	y := block(t, 201, 64<<10)
+	data := bytes.Clone(y.Data)
+	if err := bp.PutMany(ctx, []blocks.Block{{CID: y.CID, Data: data}}); err != nil {
+		t.Fatal(err)
+	}
+	data[0] ^= 1
+	if got, err := s.Get(ctx, y.CID); err != nil || !bytes.Equal(got, y.Data) {
+		t.Fatalf("Get after the caller changed its buffer: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := bp.PutMany(ctx, []blocks.Block{block(t, 202, 10)}); !errors.Is(err, blocks.ErrClosed) {
+		t.Fatalf("PutMany after Close = %v, want ErrClosed", err)
+	}
 }
 
 // block returns a pseudo-random block of n ≤ MaxBlockSize bytes; the same
