@@ -208,37 +208,38 @@ func TestScrubRepairs(t *testing.T) {
 		t.Fatalf("put --replicas 2 = %+v, want a replica on %s", p, c.path(1))
 	}
 	c.daemons[1].stop()
-	// Flip a byte in one of n1's block files (256 KiB blocks are files).
-	var victim string
-	_ = filepath.WalkDir(filepath.Join(b.repo, "blocks", "blobs"), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && victim == "" {
-			victim = p
-		}
-		return nil
-	})
-	if victim == "" {
-		t.Fatal("no block file in n1's store")
+	// Flip a byte inside the first block of n1's pack file (256 KiB
+	// blocks live in packs: docs/blockstore.md).
+	packs, err := filepath.Glob(filepath.Join(b.repo, "blocks", "packs", "*.pack"))
+	if err != nil || len(packs) == 0 {
+		t.Fatalf("no pack file in n1's store (%v)", err)
 	}
-	raw, err := os.ReadFile(victim)
+	f, err := os.OpenFile(packs[0], os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw[len(raw)/2] ^= 0x40
-	if err := os.WriteFile(victim, raw, 0o600); err != nil {
+	one := make([]byte, 1)
+	if _, err := f.ReadAt(one, 4096); err != nil {
 		t.Fatal(err)
 	}
+	one[0] ^= 0x40
+	if _, err := f.WriteAt(one, 4096); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 	c.daemons[1] = b.start()
 	r := b.run("repo", "verify", "--json")
-	if _, done := events(t, r); r.code != 1 || len(done.Corrupt) != 1 || done.Corrupt[0] != filepath.Base(victim) {
-		t.Fatalf("verify of a corrupted store: want exit 1 naming %s, got %s", filepath.Base(victim), r)
+	_, found := events(t, r)
+	if r.code != 1 || len(found.Corrupt) != 1 || !strings.HasPrefix(found.Corrupt[0], "bafkrei") {
+		t.Fatalf("verify of a corrupted store: want exit 1 naming one block, got %s", r)
 	}
 	eventually(t, 30*time.Second, "verify --repair", func() error {
 		r := b.run("repo", "verify", "--repair", "--json")
 		if r.code != 0 {
 			return fmt.Errorf("%s", r)
 		}
-		if _, done := events(t, r); len(done.Repaired) != 1 {
-			return fmt.Errorf("repaired %v", done.Repaired)
+		if _, done := events(t, r); len(done.Repaired) != 1 || done.Repaired[0] != found.Corrupt[0] {
+			return fmt.Errorf("repaired %v, want %v", done.Repaired, found.Corrupt)
 		}
 		return nil
 	})
