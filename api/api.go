@@ -368,3 +368,87 @@ type FSMount struct {
 	Dir  string `json:"dir"`
 	Root string `json:"root"` // the domain root shown at Dir/<root-id>
 }
+
+// Wasm modules (docs/api.md, "Wasm modules"; docs/wasm.md,
+// "Orchestration"). A module runs on a node when a signed manifest is in
+// the node's deployment directory /<root>/<node>/deploy/.
+
+// WasmRunRequest is POST /v1/wasm/run: the daemon builds a manifest, signs
+// it with this node's key and writes it into the deployment directory of
+// each node in Nodes (default: this node), or only returns it (Print).
+type WasmRunRequest struct {
+	Module   string            `json:"module"`             // the module's path in the file system
+	Name     string            `json:"name,omitempty"`     // default: the module's base name without .wasm
+	Nodes    []string          `json:"nodes,omitempty"`    // node paths; default this node
+	Read     []string          `json:"read,omitempty"`     // path prefixes the module may read
+	Write    []string          `json:"write,omitempty"`    // … write
+	Message  []string          `json:"message,omitempty"`  // … send messages to and call
+	Publish  []string          `json:"publish,omitempty"`  // … publish to
+	Env      map[string]string `json:"env,omitempty"`      // the module's environment
+	Memory   uint64            `json:"memory,omitempty"`   // bytes; 0: the runtime's default
+	Deadline string            `json:"deadline,omitempty"` // Go duration per message; "": the runtime's default
+	Restart  string            `json:"restart,omitempty"`  // "always", "on-failure" or "never"; "": the default
+	Print    bool              `json:"print,omitempty"`    // sign only: answer with the manifest, deploy nothing
+}
+
+// WasmRunResult answers a WasmRunRequest.
+type WasmRunResult struct {
+	Name      string   `json:"name"`
+	Signer    string   `json:"signer"`              // the principal that signed
+	Manifests []string `json:"manifests,omitempty"` // the manifest files written
+	Manifest  []byte   `json:"manifest,omitempty"`  // the signed manifest (Print)
+	// Warning says why the manifest would be refused where it is deployed
+	// (Print only: a deployment is refused before it is written).
+	Warning string `json:"warning,omitempty"`
+}
+
+// Wasm instance states in WasmInstance.State besides the runtime's own
+// (running, restarting, stopped, …).
+const (
+	WasmRefused  = "refused"  // the manifest did not decode or verify
+	WasmIgnored  = "ignored"  // the manifest names other nodes only
+	WasmFailed   = "failed"   // the module could not be started; retried with back-off
+	WasmStarting = "starting" // verified, being started
+)
+
+// WasmInstance is one entry of GET /v1/wasm/ps: a manifest in this node's
+// deployment directory and what became of it.
+type WasmInstance struct {
+	Name     string    `json:"name"`
+	File     string    `json:"file"`             // the manifest's path
+	Path     string    `json:"path,omitempty"`   // the instance's actor path
+	Module   string    `json:"module,omitempty"` // the module's path
+	Signer   string    `json:"signer,omitempty"`
+	State    string    `json:"state"`
+	Restarts int       `json:"restarts"`
+	Reason   string    `json:"reason,omitempty"` // why refused, failed or stopped; the last error
+	Since    time.Time `json:"since,omitzero"`   // when the state began or the instance started
+}
+
+// WasmStopRequest is POST /v1/wasm/stop: remove the manifest of Name from
+// Node's deployment directory (default this node), which stops it there.
+type WasmStopRequest struct {
+	Name string `json:"name"`
+	Node string `json:"node,omitempty"`
+}
+
+// WasmStopResult answers a WasmStopRequest.
+type WasmStopResult struct {
+	Name    string `json:"name"`
+	Removed string `json:"removed"` // the manifest file removed
+	Stopped bool   `json:"stopped"` // this node has stopped it (always false for another node)
+}
+
+// WasmLogsRequest is POST /v1/wasm/logs; the answer is a stream of JSON
+// lines, WasmLogLine values: the lines kept so far, then, with Follow,
+// new lines as they come; without Follow the stream ends with Event "end".
+type WasmLogsRequest struct {
+	Name   string `json:"name"`
+	Follow bool   `json:"follow,omitempty"`
+}
+
+// WasmLogLine is one line of a /v1/wasm/logs stream.
+type WasmLogLine struct {
+	Event string `json:"event"` // "line" or "end"
+	Line  string `json:"line,omitempty"`
+}

@@ -206,6 +206,14 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	defer fsvc.Close()
 	// --- end file system ---
 
+	// --- Wasm modules (daemon/wasm.go): runtime and control plane. ---
+	wsvc, err := startWasm(ctx, r, id, rt, router, ps, fsvc, verifier, log)
+	if err != nil {
+		return err
+	}
+	defer wsvc.Close()
+	// --- end Wasm modules ---
+
 	sock := filepath.Join(r.Dir, api.SocketName)
 	ln, err := listenUnix(sock)
 	if err != nil {
@@ -214,7 +222,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	// Streaming requests (listen, subscribe) end when apiCtx does.
 	apiCtx, stopAPI := context.WithCancel(context.Background())
 	defer stopAPI()
-	hs := &http.Server{Handler: fsvc.routes(srv.routes()), ReadHeaderTimeout: 10 * time.Second,
+	hs := &http.Server{Handler: wsvc.routes(srv, fsvc.routes(srv.routes())), ReadHeaderTimeout: 10 * time.Second, // wsvc: daemon/wasm.go
 		BaseContext: func(net.Listener) context.Context { return apiCtx }}
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- hs.Serve(ln) }()
@@ -244,6 +252,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	_ = hs.Shutdown(shutCtx)
+	wsvc.Close() // Wasm: daemon/wasm.go; modules stop before the file system closes
 	fsvc.Close() // unmounts and flushes while peers are still reachable
 	cancel()
 	if err := node.Close(); err != nil && runErr == nil {

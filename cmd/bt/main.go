@@ -54,6 +54,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.AddCommand(initCmd(g), idCmd(g), keyCmd(g), daemonCmd(g), statusCmd(g), peersCmd(g), resolveCmd(g), pingCmd(g), inviteCmd(g), joinCmd(g),
 		sendCmd(g), callCmd(g), listenCmd(g), pubCmd(g), subCmd(g), blockCmd(g), repoCmd(g), actorsCmd(g))
 	root.AddCommand(fsCommands(g)...) // file system: cmd/bt/fs.go
+	// --- Wasm modules: cmd/bt/wasm.go ---
+	root.AddCommand(wasmCommands(g)...)
+	// --- end Wasm modules ---
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
