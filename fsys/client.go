@@ -66,8 +66,11 @@ const (
 	DefaultMaxDirty    = 64 << 20
 	DefaultCacheChunks = 64
 	DefaultMaxRetries  = 32
-	// readAhead is how many chunks sequential reads decrypt ahead.
-	readAhead = 4
+	// readAhead is how many chunks sequential reads decrypt ahead (2 MiB:
+	// a sequential reader of 128 KiB blocks finds the next chunks
+	// decrypted); aheadWorkers of them at once.
+	readAhead    = 8
+	aheadWorkers = 4
 	// sealers bounds the chunks sealed concurrently in the background.
 	sealers = 4
 	// maxCachedRecords bounds a volume's record cache; past it the cache
@@ -112,9 +115,14 @@ type volume struct {
 	gen      uint64 // incremented per processed Change
 	watching bool
 	own      map[uint64]bool // versions this client committed, not yet seen by the watcher
-	recs     map[RecordKey]*cached
-	names    map[RecordKey]string // entry key → name, for invalidations
-	lists    map[Ino]*listing
+	// committed is the newest version this client committed; durable the
+	// newest it knows durable at the host (every version ≤ it is). Fsync
+	// syncs the host up to committed when durable is behind it.
+	committed uint64
+	durable   uint64
+	recs      map[RecordKey]*cached
+	names     map[RecordKey]string // entry key → name, for invalidations
+	lists     map[Ino]*listing
 	// grants are inodes this node holds readcaps for (besides the root).
 	grants []grantRoot
 	// readcapsAt is when the readcaps were last loaded (zero: never).
@@ -189,7 +197,7 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{cfg: cfg, ctx: ctx, cancel: cancel, log: cfg.Log,
-		sealSem: make(chan struct{}, sealers), aheadSem: make(chan struct{}, readAhead),
+		sealSem: make(chan struct{}, sealers), aheadSem: make(chan struct{}, aheadWorkers),
 		notifyCh: make(chan []Invalidation, 1024),
 		vols:     map[paths.Path]*volume{}, inos: map[Ino]*inoInfo{}, files: map[Ino]*fileState{},
 		chunks: newChunkCache(cfg.CacheChunks)}
@@ -781,6 +789,9 @@ type txb struct {
 	learnKeys  map[Ino][]byte
 	parents    map[Ino]Ino        // Parent of the inodes read or written
 	grants     map[Ino]paths.Path // Grant of the inodes read or written
+	// durable: commit with Host.Commit (durable before it returns) even
+	// when the host is a Syncer.
+	durable bool
 }
 
 func (b *txb) touch(k RecordKey, ver uint64) {
@@ -899,12 +910,25 @@ func (b *txb) empty() bool {
 
 // update runs fn to build a Tx and commits it, re-running fn on fresh
 // records after ErrConflict (bounded). It returns the committed version
-// (0 if fn changed nothing).
+// (0 if fn changed nothing). The commit is write-back: ordered and
+// visible at the host when update returns, durable after the next Fsync
+// (Syncer); updateDurable waits for durability.
 func (c *Client) update(ctx context.Context, v *volume, op string, fn func(b *txb) error) (uint64, error) {
+	return c.updateOpt(ctx, v, op, false, fn)
+}
+
+// updateDurable is update with a commit that is durable when it returns
+// (grants, revocations, the volume's root: rare changes other nodes act
+// on).
+func (c *Client) updateDurable(ctx context.Context, v *volume, op string, fn func(b *txb) error) (uint64, error) {
+	return c.updateOpt(ctx, v, op, true, fn)
+}
+
+func (c *Client) updateOpt(ctx context.Context, v *volume, op string, durable bool, fn func(b *txb) error) (uint64, error) {
 	for attempt := 0; ; attempt++ {
 		b := &txb{c: c, v: v, base: map[RecordKey]uint64{}, put: map[RecordKey]*Record{}, del: map[RecordKey]bool{},
 			newInodes: map[Ino]*inode{}, newEntries: map[RecordKey]*entry{}, learnKeys: map[Ino][]byte{},
-			parents: map[Ino]Ino{}, grants: map[Ino]paths.Path{}}
+			parents: map[Ino]Ino{}, grants: map[Ino]paths.Path{}, durable: durable}
 		if err := fn(b); err != nil {
 			return 0, err
 		}
@@ -976,12 +1000,21 @@ func (c *Client) commit(ctx context.Context, v *volume, b *txb, op string) (uint
 	}
 	var ver uint64
 	var err error
+	c.mu.Lock()
+	h := v.host
+	c.mu.Unlock()
+	syncer, noSync := h.(Syncer)
+	noSync = noSync && !b.durable
 	for _, w := range wcs {
 		tx.Writecap = w
 		if err = SignTx(tx, c.cfg.HostKey); err != nil {
 			return 0, err
 		}
-		ver, err = v.host.Commit(ctx, tx)
+		if noSync {
+			ver, err = syncer.CommitNoSync(ctx, tx)
+		} else {
+			ver, err = h.Commit(ctx, tx)
+		}
 		if !errors.Is(err, ErrPermission) {
 			break
 		}
@@ -992,6 +1025,11 @@ func (c *Client) commit(ctx context.Context, v *volume, b *txb, op string) (uint
 	// Cache what we wrote.
 	c.mu.Lock()
 	v.own[ver] = true
+	v.committed = max(v.committed, ver)
+	if !noSync {
+		// A synced batch makes every earlier version durable too.
+		v.durable = max(v.durable, ver)
+	}
 	cacheOK := ver >= v.seen
 	for k := range b.del {
 		delete(v.recs, k)
@@ -1028,6 +1066,26 @@ func (c *Client) commit(ctx context.Context, v *volume, b *txb, op string) (uint
 	}
 	c.mu.Unlock()
 	return ver, nil
+}
+
+// syncVolume makes every version this client committed to v durable at
+// its host (Syncer.Sync), unless it knows them durable already.
+func (c *Client) syncVolume(ctx context.Context, v *volume) error {
+	c.mu.Lock()
+	want, have, h := v.committed, v.durable, v.host
+	c.mu.Unlock()
+	if want <= have {
+		return nil
+	}
+	if s, ok := h.(Syncer); ok {
+		if err := s.Sync(ctx, want); err != nil {
+			return fmt.Errorf("fsys: fsync %s: %w", v.path, err)
+		}
+	}
+	c.mu.Lock()
+	v.durable = max(v.durable, want)
+	c.mu.Unlock()
+	return nil
 }
 
 // ---- helpers ----

@@ -613,18 +613,28 @@ func (f *fileState) flush(ctx context.Context, wait bool) error {
 	return nil
 }
 
-// Fsync commits file ino's pending writes.
+// Fsync commits file ino's pending writes and returns when the host holds
+// them, and every change this client committed to ino's volume before,
+// durably (fsync(2)); on a directory (or a file without pending writes)
+// it makes those changes durable. Against a host that is not a Syncer
+// every commit is durable already. Outcomes: nil, ErrNotExist (unknown
+// inode), ErrUnavailable, ErrConflict, ErrNoSpace, ErrIntegrity (the host
+// lost unsynced versions in a crash of its machine). Safe for concurrent
+// use.
 func (c *Client) Fsync(ctx context.Context, ino Ino) error {
 	c.mu.Lock()
 	f := c.files[ino]
 	c.mu.Unlock()
-	if f == nil {
-		if _, err := c.info(ino); err != nil {
+	in, err := c.info(ino)
+	if err != nil {
+		return err
+	}
+	if f != nil {
+		if err := f.sync(ctx, true); err != nil {
 			return err
 		}
-		return nil
 	}
-	return f.sync(ctx)
+	return c.syncVolume(ctx, in.vol)
 }
 
 // Flush starts committing file ino's pending writes in the background and
@@ -655,7 +665,7 @@ func (c *Client) Flush(ctx context.Context, ino Ino) error {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		if err := f.sync(c.ctx); err != nil && c.ctx.Err() == nil {
+		if err := f.sync(c.ctx, false); err != nil && c.ctx.Err() == nil {
 			c.log.Warn("background commit failed; the next fsync retries", "ino", fmt.Sprintf("%016x", uint64(ino)), "err", err)
 		}
 	}()
@@ -663,8 +673,9 @@ func (c *Client) Flush(ctx context.Context, ino Ino) error {
 }
 
 // sync seals the dirty chunks, waits for them, and commits the inode,
-// re-applying this client's changes on a fresh inode after a conflict.
-func (f *fileState) sync(ctx context.Context) error {
+// re-applying this client's changes on a fresh inode after a conflict;
+// durable: with a synced commit (Fsync), else write-back (Flush).
+func (f *fileState) sync(ctx context.Context, durable bool) error {
 	f.syncMu.Lock()
 	defer f.syncMu.Unlock()
 	for {
@@ -693,7 +704,7 @@ func (f *fileState) sync(ctx context.Context) error {
 	f.mu.Unlock()
 
 	var committed *inode
-	ver, err := f.c.update(ctx, f.in.vol, "write", func(b *txb) error {
+	ver, err := f.c.updateOpt(ctx, f.in.vol, "write", durable, func(b *txb) error {
 		_, cur, curVer, err := b.inode(ctx, f.ino)
 		if err != nil {
 			return err

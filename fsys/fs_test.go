@@ -285,12 +285,16 @@ func TestConcurrentCreates(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
+	// Each client sees all 200 once the host's change stream has caught
+	// it up with the other's commits.
 	for _, cl := range []*fsys.Client{a.c, b.c} {
-		d := must(cl.Walk(ctx, join(t, tv.vol, "shared")))
-		ents := must(cl.Readdir(ctx, d.Ino))
-		if len(ents) != 200 || d.Size != 200 {
-			t.Fatalf("%d entries, size %d; want 200", len(ents), d.Size)
-		}
+		var n int
+		var size uint64
+		nettest.WaitFor(t, 10*time.Second, "200 entries in both clients' view", func() bool {
+			d := must(cl.Walk(ctx, join(t, tv.vol, "shared")))
+			n, size = len(must(cl.Readdir(ctx, d.Ino))), d.Size
+			return n == 200 && size == 200
+		})
 	}
 }
 

@@ -130,8 +130,12 @@ type Invalidation struct {
 // (package fuse maps each to one errno). Writes are write-back: WriteAt
 // and the namespace operations return once the change is in the client;
 // namespace operations are committed to the host before they return;
-// file data is committed at the latest by Fsync (or Flush on close), which
-// returns only when the host has it durably.
+// file data is committed at the latest by Fsync (or Flush on close).
+// Durability is fsync's (POSIX): Fsync returns only when the host holds
+// durably the file's data and every change this client committed to the
+// volume before it (so its name too); against a Host that is a Syncer,
+// the other operations are committed without waiting for durability
+// (docs/fs.md, "Durability").
 type FS interface {
 	// Root returns the root directory of the volume hosted at
 	// /<root-id>: the node's own domain, or another the node can read.
@@ -162,7 +166,9 @@ type FS interface {
 	// past its end.
 	WriteAt(ctx context.Context, ino Ino, p []byte, off int64) (n int, err error)
 	// Fsync commits the file's pending writes and returns when the host
-	// holds them durably.
+	// holds them, and every change this client committed to the volume
+	// before, durably. On a directory it makes the volume's changes this
+	// client committed durable.
 	Fsync(ctx context.Context, ino Ino) error
 	StatFS(ctx context.Context, ino Ino) (StatFS, error)
 
@@ -331,4 +337,27 @@ type Host interface {
 	// Watch delivers every Change after version after, in order, until
 	// ctx ends; the channel is closed then (or when the host goes away).
 	Watch(ctx context.Context, after uint64) (<-chan Change, error)
+}
+
+// Syncer is implemented by a Host that separates ordering from
+// durability: CommitNoSync orders and applies a Tx like Commit (other
+// clients see it at once; conflicts are detected as for Commit) but may
+// return before it is durable, and Sync waits until it is. fsys/host and
+// fsys/remote implement it; the Client uses it for namespace operations
+// and close-time data commits, and calls Sync on Fsync (docs/fs.md,
+// "Durability"). A Host that is not a Syncer makes every Commit durable.
+type Syncer interface {
+	// CommitNoSync is Commit without waiting for durability: when it
+	// returns the Tx is applied and visible at the returned version, its
+	// blocks are held, and a crash of the host's process (not of its
+	// machine) does not lose it; a power loss or kernel crash before a
+	// Sync covering it may. Errors are Commit's.
+	CommitNoSync(ctx context.Context, tx *Tx) (uint64, error)
+	// Sync returns when every version up to version is durable (survives
+	// a power loss of the host's machine); it shares the host's group
+	// commit with concurrent Commits and Syncs. Errors: ErrUnavailable
+	// (the host cannot be reached or is closed); ErrIntegrity when version
+	// is beyond the host's current version (the host restarted and lost
+	// unsynced versions: a power loss).
+	Sync(ctx context.Context, version uint64) error
 }

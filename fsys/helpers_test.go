@@ -67,6 +67,10 @@ func (p proxy) List(ctx context.Context, at uint64, dir fsys.Ino) ([]fsys.Record
 func (p proxy) Commit(ctx context.Context, tx *fsys.Tx) (uint64, error) {
 	return p.cur().Commit(ctx, tx)
 }
+func (p proxy) CommitNoSync(ctx context.Context, tx *fsys.Tx) (uint64, error) {
+	return p.cur().CommitNoSync(ctx, tx)
+}
+func (p proxy) Sync(ctx context.Context, version uint64) error { return p.cur().Sync(ctx, version) }
 func (p proxy) Readcaps(ctx context.Context, reader paths.ID) ([]fsys.Readcap, error) {
 	return p.cur().Readcaps(ctx, reader)
 }

@@ -191,7 +191,7 @@ func (c *Client) grantRead(ctx context.Context, p paths.Path, principal paths.ID
 	if err != nil {
 		return err
 	}
-	_, err = c.update(ctx, v, "grant read", func(b *txb) error {
+	_, err = c.updateDurable(ctx, v, "grant read", func(b *txb) error {
 		in, n, _, err := b.inode(ctx, ino)
 		if err != nil {
 			return err
@@ -230,7 +230,7 @@ func (c *Client) grantWrite(ctx context.Context, p paths.Path, principal paths.I
 	if !p.HasPrefix(v.path) {
 		return fmt.Errorf("fsys: grant write: %w", ErrInvalid)
 	}
-	_, err = c.update(ctx, v, "grant write", func(b *txb) error {
+	_, err = c.updateDurable(ctx, v, "grant write", func(b *txb) error {
 		in, n, _, err := b.inode(ctx, ino)
 		if err != nil {
 			return err
@@ -281,7 +281,7 @@ func (c *Client) Revoke(ctx context.Context, p paths.Path, principal paths.ID, r
 		return err
 	}
 	if f := c.fileIfPending(ino); f != nil {
-		if err := f.sync(ctx); err != nil {
+		if err := f.sync(ctx, true); err != nil {
 			return err
 		}
 	}
@@ -301,7 +301,7 @@ func (c *Client) Revoke(ctx context.Context, p paths.Path, principal paths.ID, r
 		}
 	}
 	newK := newKey()
-	_, err = c.update(ctx, v, "revoke read", func(b *txb) error {
+	_, err = c.updateDurable(ctx, v, "revoke read", func(b *txb) error {
 		in, n, _, err := b.inode(ctx, ino)
 		if err != nil {
 			return err

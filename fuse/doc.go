@@ -65,12 +65,18 @@
 //
 // Writes are write-back: a write returns once the data is in the client.
 // fsync(2) calls fsys.FS.Fsync, which returns when the host holds the data
-// durably. close(2) after a write (FLUSH) starts the commit in the
-// background when the FS can (fsys.Client.Flush) and returns, as a local
-// file system does; a commit that fails then is reported by the next
-// fsync. Namespace changes are committed before they return;
-// fsync on a directory has nothing left to do. Read-ahead is the kernel's
-// (up to MaxReadAhead) plus the client's own.
+// durably, and with it every change this node committed to the volume
+// before (the file's name included). close(2) after a write (FLUSH) starts
+// the commit in the background when the FS can (fsys.Client.Flush) and
+// returns, as a local file system does; a commit that fails then is
+// reported by the next fsync. Namespace changes are committed to the host
+// (ordered, visible to every node, conflicts detected) before they return,
+// but against a host that is an fsys.Syncer they are durable only after
+// the next fsync, as on a local file system; rename is durable at once.
+// fsync on a directory calls fsys.FS.Fsync on it, which makes every
+// change this node committed before durable at the host. docs/fs.md, "Durability",
+// says what survives a daemon kill and what a power loss. Read-ahead is
+// the kernel's (up to MaxReadAhead) plus the client's own.
 //
 // # Lifecycle
 //

@@ -372,13 +372,15 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	return 0
 }
 
-// Fsync implements fs.NodeFsyncer: for a file, the host has its data
-// durably when it returns. Directory changes are committed to the host
-// before the call that made them returns, so fsync on a directory has
-// nothing left to do.
+// Fsync implements fs.NodeFsyncer: when it returns, the host holds
+// durably the file's data and every change this node committed before
+// (names included). On a directory it makes those earlier changes durable
+// (fsys.Client.Fsync of a directory inode).
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	if n.IsDir() {
-		return 0
+		ctx, cancel := n.m.change(ctx)
+		defer cancel()
+		return n.m.errno("fsync", n.m.fs.Fsync(ctx, n.ino))
 	}
 	return n.fsync(ctx, "fsync")
 }

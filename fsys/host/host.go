@@ -14,12 +14,29 @@
 //
 // # Durability and crash safety
 //
-// Commit returns only when the Tx is durable: its blocks are in the block
+// Every commit is ordered and applied at once: its blocks are in the block
 // store (checked with Store.Has; the missing ones brought by
-// Config.HaveBlocks), and the records, the log entry, the readcap changes
-// and the new version are written in one synced goleveldb batch (group
-// commit: Txs that arrive while a batch is being written share the next
-// batch and its one fsync).
+// Config.HaveBlocks; the block store syncs its puts), and the records, the
+// log entry, the readcap changes and the new version are written in one
+// goleveldb batch (group commit: Txs that arrive while a batch is being
+// written share the next batch). What differs is when it returns:
+//
+//   - Commit returns when the batch is synced (fsync of the journal): the
+//     Tx survives a power loss.
+//   - CommitNoSync returns when the batch has been written to goleveldb's
+//     journal file with write(2), without fsync: the Tx is visible to every
+//     reader and watcher, and it survives a crash or kill -9 of this
+//     process (the kernel holds the write), but a power loss or kernel
+//     crash before the next sync may lose it, and with it every later
+//     version (the journal is replayed as a prefix).
+//   - Sync(v) returns when every version up to v is durable: at once if a
+//     synced batch already covered v, else after the next batch, which it
+//     makes synced (one fsync shared by every Commit and Sync waiting).
+//
+// A synced batch also fsyncs a journal file goleveldb retired since the
+// last sync (a memtable rotation), so that a sync covers every earlier
+// version and not only the current journal's. Open makes what it recovers
+// durable (goleveldb flushes the replayed journal to synced tables).
 //
 // Pins follow the commits: a background pinner pins the blocks of the
 // versions committed since the last pin under "fs:<root-ino>:<version>"
@@ -49,7 +66,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -116,9 +137,11 @@ type Host struct {
 	queue   []*pendingTx
 	leading bool
 
-	// mu guards version and watchers; the leader changes version.
+	// mu guards version, synced and watchers; the leader changes version
+	// and synced.
 	mu       sync.Mutex
 	version  uint64
+	synced   uint64 // every version ≤ it is durable
 	watchers map[*watcher]struct{}
 
 	// pinMu guards unpinned, unpinnedTo and pinnedThrough: the CIDs of the
@@ -134,12 +157,23 @@ type Host struct {
 	pinDone chan struct{} // closed when the pinner returns
 
 	quit chan struct{} // closed by Close
+
+	// certMu guards certs: the host certificates (by their encoding)
+	// whose node signature verified, so that a writer's Txs cost one
+	// signature check each, not two.
+	certMu sync.Mutex
+	certs  map[string]bool
 }
 
-// pendingTx is one Commit waiting in the group commit's queue.
+// maxCerts bounds the verified-certificate cache; past it, it is emptied.
+const maxCerts = 1024
+
+// pendingTx is one Commit (or, tx nil, one Sync) waiting in the group
+// commit's queue.
 type pendingTx struct {
 	ctx  context.Context
 	tx   *fsys.Tx
+	sync bool // the batch holding it must be synced
 	cids []cid.Cid
 	ver  uint64
 	err  error
@@ -151,7 +185,10 @@ type watcher struct {
 	closed bool
 }
 
-var _ fsys.Host = (*Host)(nil)
+var (
+	_ fsys.Host   = (*Host)(nil)
+	_ fsys.Syncer = (*Host)(nil)
+)
 
 // Index layout (docs/fs.md): one-byte prefixes.
 var (
@@ -255,7 +292,7 @@ func (h *Host) loadMeta() error {
 	if vol != h.cfg.Volume {
 		return fmt.Errorf("fsys/host: open: %s holds volume %s, not %s: %w", h.cfg.Dir, vol, h.cfg.Volume, fsys.ErrInvalid)
 	}
-	h.root, h.version = root, ver
+	h.root, h.version, h.synced = root, ver, ver
 	switch p, err := h.db.Get(keyPinned, nil); {
 	case errors.Is(err, leveldb.ErrNotFound):
 		// Written before pins were deferred: every version was pinned
@@ -817,8 +854,50 @@ func (h *Host) PinName(version uint64) string {
 // Commit verifies and applies tx atomically and durably and returns the
 // new volume version. Errors wrap fsys.ErrConflict, ErrPermission,
 // ErrInvalid, ErrNoSpace or ErrUnavailable (closed). Concurrent Commits
-// share one synced batch (see the package comment).
+// share one synced batch (see the package comment). Safe for concurrent
+// use.
 func (h *Host) Commit(ctx context.Context, tx *fsys.Tx) (uint64, error) {
+	return h.commit(ctx, tx, true)
+}
+
+// CommitNoSync is Commit that returns once the Tx is applied and written
+// to the journal, before it is synced: visible to every reader and
+// watcher, and surviving a kill of this process but not a power loss
+// until a Sync covers it (see the package comment). Errors are Commit's.
+// Safe for concurrent use.
+func (h *Host) CommitNoSync(ctx context.Context, tx *fsys.Tx) (uint64, error) {
+	return h.commit(ctx, tx, false)
+}
+
+// Sync returns when every version up to version is durable, issuing a
+// synced batch (shared with concurrent Commits and Syncs) if none covered
+// it yet. Errors: fsys.ErrIntegrity (version is beyond the current one:
+// versions acknowledged before a power loss were lost), ErrUnavailable
+// (closed), or the batch's write error. Safe for concurrent use.
+func (h *Host) Sync(ctx context.Context, version uint64) error {
+	done, err := h.enter("sync")
+	if err != nil {
+		return err
+	}
+	defer done()
+	h.mu.Lock()
+	cur, synced := h.version, h.synced
+	h.mu.Unlock()
+	if version > cur {
+		return fmt.Errorf("fsys/host: sync to version %d: the volume is at %d (unsynced versions lost in a crash of the machine): %w", version, cur, fsys.ErrIntegrity)
+	}
+	if version <= synced {
+		return nil
+	}
+	p := &pendingTx{ctx: ctx, sync: true, done: make(chan struct{})}
+	h.run(p)
+	if p.err != nil {
+		return fmt.Errorf("fsys/host: sync to version %d: %w", version, p.err)
+	}
+	return nil
+}
+
+func (h *Host) commit(ctx context.Context, tx *fsys.Tx, sync bool) (uint64, error) {
 	done, err := h.enter("commit")
 	if err != nil {
 		return 0, err
@@ -837,7 +916,7 @@ func (h *Host) Commit(ctx context.Context, tx *fsys.Tx) (uint64, error) {
 	if err := h.validate(tx); err != nil {
 		return fail(err)
 	}
-	if err := fsys.VerifyTxSig(tx, h.cfg.Clock()); err != nil {
+	if err := h.verifyTxSig(tx); err != nil {
 		return fail(err)
 	}
 	cids := txCIDs(tx)
@@ -863,11 +942,20 @@ func (h *Host) Commit(ctx context.Context, tx *fsys.Tx) (uint64, error) {
 			}
 		}
 	}
-	p := &pendingTx{ctx: ctx, tx: tx, cids: cids, done: make(chan struct{})}
+	p := &pendingTx{ctx: ctx, tx: tx, sync: sync, cids: cids, done: make(chan struct{})}
+	h.run(p)
+	if p.err != nil {
+		return fail(p.err)
+	}
+	return p.ver, nil
+}
+
+// run queues p for the group commit and returns when it is done, leading
+// (writing batches until the queue is empty) if no Commit does.
+func (h *Host) run(p *pendingTx) {
 	h.qmu.Lock()
 	h.queue = append(h.queue, p)
 	if !h.leading {
-		// Lead: write batches until the queue is empty.
 		h.leading = true
 		for len(h.queue) > 0 {
 			group := h.queue
@@ -880,25 +968,28 @@ func (h *Host) Commit(ctx context.Context, tx *fsys.Tx) (uint64, error) {
 	}
 	h.qmu.Unlock()
 	<-p.done
-	if p.err != nil {
-		return fail(p.err)
-	}
-	return p.ver, nil
 }
 
 // commitGroup checks each Tx of group in order against the state the
-// earlier ones leave, writes the accepted ones in one synced batch, and
-// completes every Tx. Only the leader calls it.
+// earlier ones leave, writes the accepted ones in one batch (synced if
+// one of them or a Sync of the group asks for it), and completes every
+// Tx. Only the leader calls it.
 func (h *Host) commitGroup(group []*pendingTx) {
 	h.mu.Lock()
-	ver := h.version
+	ver, synced := h.version, h.synced
 	h.mu.Unlock()
 	ov := map[fsys.RecordKey]*fsys.Record{}
 	b := new(leveldb.Batch)
-	var ok []*pendingTx
+	var ok, syncs []*pendingTx
 	var changes []fsys.Change
 	var cids []cid.Cid
+	sync := false
 	for _, p := range group {
+		if p.tx == nil { // a Sync
+			syncs = append(syncs, p)
+			sync = true
+			continue
+		}
 		if err := p.ctx.Err(); err != nil {
 			p.err = err
 			continue
@@ -915,17 +1006,38 @@ func (h *Host) commitGroup(group []*pendingTx) {
 		ver++
 		p.ver = ver
 		ok = append(ok, p)
+		sync = sync || p.sync
 		changes = append(changes, fsys.Change{Version: ver, Keys: keys})
 		cids = append(cids, p.cids...)
 	}
-	if len(ok) > 0 {
+	if len(ok) > 0 || (sync && synced < ver) {
+		// With no Tx, a Sync rewrites the meta entry to have a batch to
+		// sync (goleveldb skips an empty one).
 		b.Put(keyMeta, encodeMeta(h.root, ver, h.cfg.Volume))
-		if err := h.db.Write(b, &opt.WriteOptions{Sync: true}); err != nil {
+		if err := h.db.Write(b, &opt.WriteOptions{Sync: sync}); err != nil {
 			for _, p := range ok {
 				p.err, p.ver = err, 0
 			}
-			ok = nil
+			for _, p := range syncs {
+				p.err = err
+			}
+			ok, sync = nil, false
+		} else if sync {
+			if err := h.syncRetiredJournals(); err != nil {
+				// The batch is written and its Txs committed; what is
+				// not known durable is the versions before it.
+				h.cfg.Log.Error("syncing a retired journal failed", "err", err)
+				for _, p := range syncs {
+					p.err = err
+				}
+				sync = false
+			}
 		}
+	}
+	if sync {
+		h.mu.Lock()
+		h.synced = ver
+		h.mu.Unlock()
 	}
 	if len(ok) > 0 {
 		h.pinMu.Lock()
@@ -953,6 +1065,82 @@ func (h *Host) commitGroup(group []*pendingTx) {
 	for _, p := range group {
 		close(p.done)
 	}
+}
+
+// verifyTxSig is fsys.VerifyTxSig with the host certificate's node
+// signature checked once per certificate (its validity window every
+// time).
+func (h *Host) verifyTxSig(tx *fsys.Tx) error {
+	now := h.cfg.Clock()
+	cert := tx.HostCert
+	if cert == nil || tx.Writecap == nil || len(tx.Sig) == 0 || len(tx.Sig) > 1024 || len(cert.Marshal()) == 0 {
+		return fsys.VerifyTxSig(tx, now)
+	}
+	raw := string(cert.Marshal())
+	h.certMu.Lock()
+	known := h.certs[raw]
+	h.certMu.Unlock()
+	if !known || now.Before(cert.NotBefore) || !now.Before(cert.Expiry) {
+		if err := fsys.VerifyTxSig(tx, now); err != nil {
+			return err
+		}
+		h.certMu.Lock()
+		if h.certs == nil || len(h.certs) >= maxCerts {
+			h.certs = map[string]bool{}
+		}
+		h.certs[raw] = true
+		h.certMu.Unlock()
+		return nil
+	}
+	m, err := fsys.TxSigningBytes(tx)
+	if err != nil {
+		return err
+	}
+	if ok, err := cert.Host.Verify(m, tx.Sig); err != nil || !ok {
+		return fmt.Errorf("fsys: tx: bad signature: %w", fsys.ErrPermission)
+	}
+	return nil
+}
+
+// syncRetiredJournals fsyncs the goleveldb journal files other than the
+// current one (the newest): a memtable rotation since the last synced
+// batch retires a journal that may hold unsynced batches, and goleveldb
+// closes it without fsync. A file removed meanwhile was compacted into
+// synced tables.
+func (h *Host) syncRetiredJournals() error {
+	ents, err := os.ReadDir(h.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	var nums []uint64
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".log")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseUint(name, 10, 64); err == nil {
+			nums = append(nums, n)
+		}
+	}
+	if len(nums) < 2 {
+		return nil
+	}
+	slices.Sort(nums)
+	for _, n := range nums[:len(nums)-1] {
+		f, err := os.Open(filepath.Join(h.cfg.Dir, fmt.Sprintf("%06d.log", n)))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("fsync journal %06d: %w", n, err)
+		}
+	}
+	return nil
 }
 
 // stage adds tx, committed as version ver, to batch b and its records to

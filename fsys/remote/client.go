@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -42,6 +43,10 @@ type Client struct {
 	vol      paths.Path
 	verifier *caps.Verifier
 	relocate func(ctx context.Context) (peer.ID, error) // may be nil
+
+	// syncAll: the host predates CommitNoSync and Sync (it refused one);
+	// every commit to it is durable.
+	syncAll atomic.Bool
 
 	// mu guards peer and host.
 	mu   sync.Mutex
@@ -170,17 +175,64 @@ func (c *Client) Commit(ctx context.Context, tx *fsys.Tx) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("fs: commit to %s: %w", c.vol, err)
 	}
+	return c.commit(ctx, tx, frames, false)
+}
+
+func (c *Client) commit(ctx context.Context, tx *fsys.Tx, frames [][]byte, noSync bool) (uint64, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultCommitTimeout)
 		defer cancel()
 	}
 	var ver uint64
-	_, err = c.call(ctx, &request{Op: opCommit, Tx: tx}, frames, func(r *wireResponse) (bool, error) {
+	_, err := c.call(ctx, &request{Op: opCommit, Tx: tx, NoSync: noSync}, frames, func(r *wireResponse) (bool, error) {
 		ver = r.Ver
 		return false, nil
 	})
 	return ver, err
+}
+
+// CommitNoSync is Commit that the host acknowledges once the Tx is
+// applied and visible, before it is durable (fsys.Syncer); Sync makes it
+// durable. A host that predates it refuses the request; the client then
+// commits durably (Commit), now and from then on. Safe for concurrent
+// use.
+func (c *Client) CommitNoSync(ctx context.Context, tx *fsys.Tx) (uint64, error) {
+	if c.syncAll.Load() {
+		return c.Commit(ctx, tx)
+	}
+	if tx == nil {
+		return 0, fmt.Errorf("fs: commit: no transaction: %w", fsys.ErrInvalid)
+	}
+	frames, err := recordFrames(tx.Put)
+	if err != nil {
+		return 0, fmt.Errorf("fs: commit to %s: %w", c.vol, err)
+	}
+	ver, err := c.commit(ctx, tx, frames, true)
+	if refusedAsProtocol(err) {
+		c.syncAll.Store(true)
+		return c.commit(ctx, tx, frames, false)
+	}
+	return ver, err
+}
+
+// Sync returns when the host holds every version up to version durably
+// (fsys.Syncer). Against a host that predates it (whose commits are all
+// durable) it returns nil. Errors: fsys.ErrUnavailable, fsys.ErrIntegrity
+// (the host lost unsynced versions in a crash of its machine). Safe for
+// concurrent use.
+func (c *Client) Sync(ctx context.Context, version uint64) error {
+	if version == 0 || c.syncAll.Load() {
+		return nil
+	}
+	_, err := c.call(ctx, &request{Op: opSync, At: version}, nil, func(*wireResponse) (bool, error) {
+		return false, nil
+	})
+	if refusedAsProtocol(err) {
+		c.syncAll.Store(true)
+		return nil
+	}
+	return err
 }
 
 // recordFrames encodes records as frames of at most batchCount records
@@ -450,8 +502,13 @@ func opName(op uint8) string {
 		return "log"
 	case opWatch:
 		return "watch"
+	case opSync:
+		return "sync"
 	}
 	return fmt.Sprintf("op %d", op)
 }
 
-var _ fsys.Host = (*Client)(nil)
+var (
+	_ fsys.Host   = (*Client)(nil)
+	_ fsys.Syncer = (*Client)(nil)
+)

@@ -391,3 +391,53 @@ func BenchmarkInfo(b *testing.B) {
 		b.Logf("info %v per call, ping %v: ratio %.2f", info, ping, float64(info)/float64(ping))
 	}
 }
+
+// TestCommitNoSyncAndSync: an unsynced commit over the wire is visible at
+// the host at once and conflicts as usual; Sync makes it durable; Sync
+// beyond the volume's version is ErrIntegrity; a host that predates the
+// request (here: one whose fsys.Host is no Syncer, and a refusal) still
+// works.
+func TestCommitNoSyncAndSync(t *testing.T) {
+	p := newPair(t)
+	ctx := nettest.Context(t, 30*time.Second)
+	root := p.rootRecord("root v1")
+	ver, err := p.c.CommitNoSync(ctx, signedTx(t, p.client, p.w, p.vol, []fsys.Base{{Key: root.Key}}, root))
+	if err != nil || ver != 1 {
+		t.Fatalf("commit nosync: %d, %v", ver, err)
+	}
+	if got, err := p.h.Get(ctx, 0, root.Key); err != nil || len(got) != 1 || got[0].Version != 1 {
+		t.Fatalf("not visible at the host: %v, %v", got, err)
+	}
+	stale := signedTx(t, p.client, p.w, p.vol, []fsys.Base{{Key: root.Key}}, p.rootRecord("root v2"))
+	if _, err := p.c.CommitNoSync(ctx, stale); !errors.Is(err, fsys.ErrConflict) {
+		t.Fatalf("stale commit: %v", err)
+	}
+	if err := p.c.Sync(ctx, ver); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.c.Sync(ctx, ver+5); !errors.Is(err, fsys.ErrIntegrity) {
+		t.Fatalf("sync beyond the volume: %v", err)
+	}
+	if p.c.syncAll.Load() {
+		t.Fatal("client fell back to synced commits against a current host")
+	}
+	// A host whose volume is no Syncer: CommitNoSync commits durably, Sync
+	// has nothing to do.
+	p.srv.mu.Lock()
+	p.srv.vols[p.vol].host = plainHost{p.h}
+	p.srv.mu.Unlock()
+	next := signedTx(t, p.client, p.w, p.vol, []fsys.Base{{Key: root.Key, Version: 1}}, p.rootRecord("root v2"))
+	if ver, err = p.c.CommitNoSync(ctx, next); err != nil || ver != 2 {
+		t.Fatalf("commit nosync to a plain host: %d, %v", ver, err)
+	}
+	if err := p.c.Sync(ctx, ver); err != nil {
+		t.Fatal(err)
+	}
+	// A host that refuses the request as a protocol error (it predates
+	// it): the client falls back for good.
+	if !refusedAsProtocol(kindErr(kindProtocol, "unknown op 8")) || refusedAsProtocol(kindErr(kindInvalid, "x")) {
+		t.Fatal("refusedAsProtocol")
+	}
+}
+
+type plainHost struct{ fsys.Host }

@@ -382,6 +382,10 @@ func (s *Server) admit(ctx context.Context, v *volume, q *request, from paths.Pa
 		return kindOK, ""
 	}
 	switch q.Op {
+	case opSync:
+		// It reveals nothing and changes nothing; its fsync is shared
+		// with the host's commits.
+		return kindOK, ""
 	case opCommit:
 		if q.Tx.Writecap != nil && q.Tx.Writecap.Holder() == node {
 			return kindOK, ""
@@ -465,11 +469,25 @@ func (s *Server) serve(ctx context.Context, st network.Stream, v *volume, q *req
 		}
 		return nil
 	case opCommit:
-		ver, err := h.Commit(context.WithValue(ctx, committerKey{}, remote), q.Tx)
+		cctx := context.WithValue(ctx, committerKey{}, remote)
+		var ver uint64
+		var err error
+		if sy, ok := h.(fsys.Syncer); ok && q.NoSync {
+			ver, err = sy.CommitNoSync(cctx, q.Tx)
+		} else {
+			ver, err = h.Commit(cctx, q.Tx)
+		}
 		if err != nil {
 			return s.fail(st, err)
 		}
 		return s.send(st, &wireResponse{Ver: ver})
+	case opSync:
+		if sy, ok := h.(fsys.Syncer); ok {
+			if err := sy.Sync(ctx, q.At); err != nil {
+				return s.fail(st, err)
+			}
+		}
+		return s.send(st, &wireResponse{})
 	case opReadcaps:
 		rcs, err := h.Readcaps(ctx, q.Reader)
 		if err != nil {

@@ -55,6 +55,12 @@ const (
 	opReadcaps uint8 = 5
 	opLog      uint8 = 6
 	opWatch    uint8 = 7
+	// opSync asks the host to make every version up to At durable
+	// (fsys.Syncer.Sync). Added after WireVersion 1 was released, without
+	// a version bump: a host that predates it refuses it (kindProtocol,
+	// "unknown op"), and the client then knows every commit of that host
+	// is durable already.
+	opSync uint8 = 8
 )
 
 // Error kinds carried in responses; each maps back to one fsys sentinel
@@ -111,10 +117,10 @@ func kindErr(k uint8, msg string) error {
 	if !ok {
 		return fmt.Errorf("%s (unknown error kind %d): %w", msg, k, fsys.ErrUnavailable)
 	}
-	if msg == "" {
+	if msg == "" && k != kindProtocol {
 		return s
 	}
-	return &remoteError{msg: msg, sentinel: s}
+	return &remoteError{msg: msg, sentinel: s, kind: k}
 }
 
 // remoteError is an error the host reported: its message as the host
@@ -122,6 +128,15 @@ func kindErr(k uint8, msg string) error {
 type remoteError struct {
 	msg      string
 	sentinel error
+	kind     uint8
+}
+
+// refusedAsProtocol reports whether err is the host's refusal of a
+// request it could not parse: what a host that predates opSync or
+// NoSync answers to them.
+func refusedAsProtocol(err error) bool {
+	var re *remoteError
+	return errors.As(err, &re) && re.kind == kindProtocol
 }
 
 func (e *remoteError) Error() string { return "host: " + e.msg }
@@ -172,6 +187,11 @@ type wireRequest struct {
 	Limit  uint32  `cbor:"limit,omitempty"`
 	After  uint64  `cbor:"after,omitempty"`
 	Tx     *wireTx `cbor:"tx,omitempty"` // Commit: the Tx less Put, whose records follow in frames
+	// NoSync, on a Commit, asks for fsys.Syncer.CommitNoSync. Absent
+	// (false) the frame is byte for byte the WireVersion 1 commit; a host
+	// that predates the field refuses it (kindProtocol), and the client
+	// then commits durably.
+	NoSync bool `cbor:"nosync,omitempty"`
 }
 
 // request is a decoded wireRequest.
@@ -186,6 +206,7 @@ type request struct {
 	After  uint64
 	Tx     *fsys.Tx // Put empty; nPut records follow
 	NPut   int
+	NoSync bool // Commit without waiting for durability
 }
 
 // wireResponse is every frame the server sends.
@@ -521,7 +542,7 @@ func decTx(w *wireTx) (*fsys.Tx, int, error) {
 
 func encodeRequest(q *request) ([]byte, error) {
 	w := wireRequest{V: WireVersion, Op: q.Op, Vol: q.Vol.String(), At: q.At, Keys: encKeys(q.Keys), Dir: uint64(q.Dir),
-		Reader: string(q.Reader), Limit: uint32(q.Limit), After: q.After}
+		Reader: string(q.Reader), Limit: uint32(q.Limit), After: q.After, NoSync: q.NoSync}
 	if len(q.Keys) == 0 {
 		w.Keys = nil
 	}
@@ -545,7 +566,7 @@ func decodeRequest(data []byte) (*request, error) {
 	if w.V != WireVersion {
 		return nil, fmt.Errorf("request version %d, this host speaks %d: %w", w.V, WireVersion, errProtocol)
 	}
-	q := &request{Op: w.Op, At: w.At, Dir: fsys.Ino(w.Dir), Limit: int(w.Limit), After: w.After}
+	q := &request{Op: w.Op, At: w.At, Dir: fsys.Ino(w.Dir), Limit: int(w.Limit), After: w.After, NoSync: w.NoSync}
 	var err error
 	if q.Vol, err = paths.Parse(w.Vol); err != nil {
 		return nil, fmt.Errorf("request volume: %v: %w", err, errProtocol)
@@ -563,6 +584,10 @@ func decodeRequest(data []byte) (*request, error) {
 	}
 	switch q.Op {
 	case opInfo, opList, opReadcaps, opWatch:
+	case opSync:
+		if q.At == 0 || len(q.Keys) > 0 {
+			return nil, fmt.Errorf("sync wants a version and no keys: %w", errProtocol)
+		}
 	case opGet:
 		if len(q.Keys) == 0 {
 			return nil, fmt.Errorf("get without keys: %w", errProtocol)
@@ -581,8 +606,8 @@ func decodeRequest(data []byte) (*request, error) {
 	default:
 		return nil, fmt.Errorf("unknown op %d: %w", q.Op, errProtocol)
 	}
-	if q.Op != opCommit && w.Tx != nil {
-		return nil, fmt.Errorf("a transaction on op %d: %w", q.Op, errProtocol)
+	if q.Op != opCommit && (w.Tx != nil || w.NoSync) {
+		return nil, fmt.Errorf("a transaction or nosync on op %d: %w", q.Op, errProtocol)
 	}
 	if q.Op == opReadcaps && q.Reader == "" {
 		return nil, fmt.Errorf("readcaps without a reader: %w", errProtocol)

@@ -155,6 +155,9 @@ func TestDecodeRefuses(t *testing.T) {
 		"commit":      {V: 1, Op: opCommit, Vol: vol.String()},
 		"tx-on-info":  {V: 1, Op: opInfo, Vol: vol.String(), Tx: &wireTx{Volume: vol.String()}},
 		"readcaps":    {V: 1, Op: opReadcaps, Vol: vol.String()},
+		"sync-no-ver": {V: 1, Op: opSync, Vol: vol.String()},
+		"sync-keys":   {V: 1, Op: opSync, Vol: vol.String(), At: 3, Keys: encKeys([]fsys.RecordKey{{Ino: 1}})},
+		"nosync-info": {V: 1, Op: opInfo, Vol: vol.String(), NoSync: true},
 	}
 	for name, w := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -177,6 +180,8 @@ func seeds(t testing.TB) map[string][][]byte {
 	info, _ := encodeRequest(&request{Op: opInfo, Vol: tx.Volume})
 	get, _ := encodeRequest(&request{Op: opGet, Vol: tx.Volume, At: 3, Keys: []fsys.RecordKey{{Ino: 1}, {Ino: 2, Name: [32]byte{1}}}})
 	logq, _ := encodeRequest(&request{Op: opLog, Vol: tx.Volume, Keys: []fsys.RecordKey{{Ino: 1}}, Limit: 5})
+	commitNoSync, _ := encodeRequest(&request{Op: opCommit, Vol: tx.Volume, Tx: tx, NoSync: true})
+	syncq, _ := encodeRequest(&request{Op: opSync, Vol: tx.Volume, At: 7})
 	recs, _ := recordFrames(tx.Put)
 	var ws []wireRecord
 	_ = batch(tx.Put, func(b []wireRecord) error { ws = append(ws, b...); return nil })
@@ -188,7 +193,7 @@ func seeds(t testing.TB) map[string][][]byte {
 	var frame bytes.Buffer
 	_ = writeFrame(&frame, info)
 	return map[string][][]byte{
-		"FuzzDecodeRequest":      {commit, info, get, logq},
+		"FuzzDecodeRequest":      {commit, info, get, logq, commitNoSync, syncq},
 		"FuzzDecodeResponse":     {resp1, resp2, resp3, resp4, resp5},
 		"FuzzDecodeRecordsFrame": recs,
 		"FuzzReadFrame":          {frame.Bytes(), {0x80, 0x80, 0x80, 0x80, 0x01}},
