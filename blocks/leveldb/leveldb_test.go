@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -348,9 +349,45 @@ func TestHelperWriter(t *testing.T) {
 	}
 	ctx := context.Background()
 	out := bufio.NewWriter(os.Stdout)
+	var outMu sync.Mutex // guards out: the writers below print too
 	say := func(format string, args ...any) {
+		outMu.Lock()
 		fmt.Fprintf(out, format+"\n", args...)
 		out.Flush()
+		outMu.Unlock()
+	}
+	// Two more writers put at the same time, so that Puts and PutManys
+	// share group commits (inline and pack blocks mixed). gcMu keeps
+	// them out while GC runs: the test takes every unpinned block as
+	// collectable from the "GC" line on, so a block acknowledged after
+	// that line must not be older than GC's cutoff.
+	var gcMu sync.RWMutex
+	for w := range 2 {
+		go func() {
+			for i := 0; ; i++ {
+				batch := []blocks.Block{newBlock(t, []int{1 << 10, 60<<10 + w, 3 << 10}[i%3])}
+				if i%4 == 3 {
+					batch = append(batch, newBlock(t, 30<<10+i), newBlock(t, 100+i))
+				}
+				gcMu.RLock()
+				var err error
+				if len(batch) == 1 {
+					err = s.Put(ctx, batch[0])
+				} else {
+					err = s.PutMany(ctx, batch)
+				}
+				if err == nil {
+					for _, b := range batch {
+						say("%s %d", b.CID, len(b.Data))
+					}
+				}
+				gcMu.RUnlock()
+				if err != nil {
+					say("ERR %v", err)
+					os.Exit(2)
+				}
+			}
+		}()
 	}
 	check := func(err error) {
 		if err != nil {
@@ -377,12 +414,10 @@ func TestHelperWriter(t *testing.T) {
 			os.Exit(2)
 		}
 		for _, b := range batch {
-			fmt.Fprintf(out, "%s %d\n", b.CID, len(b.Data))
+			say("%s %d", b.CID, len(b.Data))
 		}
-		out.Flush()
 		if i%7 == 6 { // also exercise Delete mid-run
-			fmt.Fprintf(out, "DEL %s\n", b.CID)
-			out.Flush()
+			say("DEL %s", b.CID)
 			if err := s.Delete(ctx, b.CID); err != nil {
 				fmt.Println("ERR", err)
 				os.Exit(2)
@@ -409,8 +444,10 @@ func TestHelperWriter(t *testing.T) {
 			delete(prev, name)
 		}
 		if i%13 == 12 {
+			gcMu.Lock()
 			say("GC")
 			_, err := s.GC(ctx, 0, nil)
+			gcMu.Unlock()
 			check(err)
 		}
 	}
