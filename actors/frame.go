@@ -77,6 +77,9 @@ type frame struct {
 	acks []uint64
 	wc   []byte
 	n, p int // welcome
+
+	reqv decoded   // where req points: one allocation a frame
+	repv wireReply // where rep points
 }
 
 // decodeFrame parses and checks a frame document: canonical CBOR of
@@ -90,7 +93,7 @@ func decodeFrameWith(b []byte, parse func(string) (paths.Path, error)) (*frame, 
 		return nil, fmt.Errorf("frame of %d bytes, over %d: %w", len(b), maxFrame, ErrBadMessage)
 	}
 	var w wireFrame
-	if err := canon.Unmarshal(b, &w); err != nil || w.V != FrameVersion {
+	if err := unmarshalFrame(b, &w); err != nil || w.V != FrameVersion {
 		// Only now pay for reading the version alone, for a precise error.
 		if v, verr := canon.Version(b); verr == nil && v != FrameVersion {
 			return nil, fmt.Errorf("unknown frame version %d (this build reads %d): %w", v, FrameVersion, ErrBadMessage)
@@ -127,11 +130,10 @@ func (w *wireFrame) check(parse func(string) (paths.Path, error)) (*frame, error
 			return bad("fields of another kind")
 		}
 		m := wireMsg{V: WireVersion, K: w.K, To: w.To, From: w.From, T: w.T, M: w.M, W: w.W}
-		d, err := m.check(parse)
-		if err != nil {
+		if err := m.checkInto(&f.reqv, parse); err != nil {
 			return nil, err
 		}
-		f.req = d
+		f.req = &f.reqv
 		if w.D != 0 {
 			f.dl = time.Unix(0, w.D)
 		}
@@ -144,11 +146,11 @@ func (w *wireFrame) check(parse func(string) (paths.Path, error)) (*frame, error
 		case w.To != "" || w.From != "" || len(w.W) > 0 || w.D != 0 || len(w.A) > 0 || len(w.WC) > 0 || w.N != 0 || w.P != 0:
 			return bad("fields of another kind")
 		}
-		r := wireReply{V: WireVersion, C: w.C, E: w.E, T: w.T, M: w.M, X: w.X}
-		if err := r.check(); err != nil {
+		f.repv = wireReply{V: WireVersion, C: w.C, E: w.E, T: w.T, M: w.M, X: w.X}
+		if err := f.repv.check(); err != nil {
 			return nil, err
 		}
-		f.rep = &r
+		f.rep = &f.repv
 	case kindAck:
 		switch {
 		case len(w.A) == 0 || len(w.A) > maxAcks:
@@ -211,29 +213,34 @@ func (pc pathCache) parse(s string) (paths.Path, error) {
 	return p, nil
 }
 
-// appendFrame appends w's length prefix and encoding to b.
+// appendFrame appends w's length prefix and encoding (of version
+// FrameVersion) to b; over maxFrame, it returns b as it was and an
+// error.
 func appendFrame(b []byte, w *wireFrame) ([]byte, error) {
 	w.V = FrameVersion
-	enc, err := canon.Marshal(w)
-	if err != nil {
-		return b, fmt.Errorf("encode frame: %w", err)
+	start := len(b)
+	b = appendWireFrame(append(b, 0, 0, 0, 0), w)
+	n := len(b) - start - 4
+	if n > maxFrame {
+		return b[:start], fmt.Errorf("a frame of %d bytes is over the limit of %d: %w", n, maxFrame, ErrBadMessage)
 	}
-	if len(enc) > maxFrame {
-		return b, fmt.Errorf("a frame of %d bytes is over the limit of %d: %w", len(enc), maxFrame, ErrBadMessage)
-	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(enc)))
-	return append(b, enc...), nil
+	binary.BigEndian.PutUint32(b[start:], uint32(n))
+	return b, nil
 }
 
 // readFrame reads one length-prefixed frame document from br into buf
 // (grown as needed) and returns it; the length is checked before
 // anything is allocated for it.
 func readFrame(br *bufio.Reader, buf []byte) ([]byte, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+	hdr, err := br.Peek(4) // not a local array: that would escape, an allocation a frame
+	if err != nil {
+		if len(hdr) > 0 && err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		return nil, err
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
+	n := binary.BigEndian.Uint32(hdr)
+	_, _ = br.Discard(4)
 	if n == 0 || n > maxFrame {
 		return nil, fmt.Errorf("frame length %d, not 1 to %d: %w", n, maxFrame, ErrBadMessage)
 	}

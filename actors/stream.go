@@ -15,7 +15,6 @@ import (
 	msmux "github.com/multiformats/go-multistream"
 
 	"blocktree.dev/bt/caps"
-	"blocktree.dev/bt/internal/canon"
 	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
@@ -50,6 +49,11 @@ const (
 	// writeTimeout bounds one write of the frames queued on a stream: a
 	// peer that reads nothing for that long is dead to us.
 	writeTimeout = 30 * time.Second
+	// writeSlack is how much of writeTimeout a write may find used up:
+	// the stream's write deadline is moved only when it is nearer than
+	// writeTimeout-writeSlack, not on every write (moving it costs a
+	// timer in the muxer), so a write has 29 to 30 s.
+	writeSlack = time.Second
 	// fallbackFor is how long a node that does not speak StreamProtocol is
 	// reached through msg before it is asked again.
 	fallbackFor = time.Minute
@@ -577,6 +581,7 @@ type frameWriter struct {
 	onErr  func(error)
 	kick   chan struct{} // 1-buffered: hands the writing over to loop
 	closed chan struct{}
+	dl     time.Time // the stream's write deadline; the writer's (busy)
 
 	// mu guards the fields below.
 	mu    sync.Mutex
@@ -611,26 +616,22 @@ func (w *frameWriter) start(r *Runtime) {
 	}()
 }
 
-// write queues f; with now, the caller writes it (and what is queued)
-// unless someone is writing already. It never waits for the peer except
-// in that write.
+// write encodes f (as version FrameVersion) onto the queue; with now,
+// the caller writes it (and what is queued) unless someone is writing
+// already. It never waits for the peer except in that write. Safe for
+// concurrent use.
 func (w *frameWriter) write(f *wireFrame, now bool) error {
-	f.V = FrameVersion
-	enc, err := canon.Marshal(f)
-	if err != nil {
-		return fmt.Errorf("encode frame: %w", err)
-	}
-	if len(enc) > maxFrame {
-		return fmt.Errorf("a message of %d bytes is over the limit of %d: %w", len(enc), maxFrame, ErrBadMessage)
-	}
 	w.mu.Lock()
 	if w.err != nil {
 		err := w.err
 		w.mu.Unlock()
 		return err
 	}
-	w.buf = append(w.buf, byte(len(enc)>>24), byte(len(enc)>>16), byte(len(enc)>>8), byte(len(enc)))
-	w.buf = append(w.buf, enc...)
+	var err error
+	if w.buf, err = appendFrame(w.buf, f); err != nil {
+		w.mu.Unlock()
+		return err
+	}
 	if w.busy {
 		w.mu.Unlock()
 		return nil
@@ -655,7 +656,10 @@ func (w *frameWriter) flushLocked() {
 		b := w.buf
 		w.buf = w.spare[:0]
 		w.mu.Unlock()
-		_ = w.s.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if now := time.Now(); w.dl.Sub(now) < writeTimeout-writeSlack {
+			w.dl = now.Add(writeTimeout)
+			_ = w.s.SetWriteDeadline(w.dl)
+		}
 		_, err := w.s.Write(b)
 		w.mu.Lock()
 		if cap(b) <= readBuf {

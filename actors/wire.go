@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"blocktree.dev/bt/internal/canon"
 	"blocktree.dev/bt/paths"
@@ -115,37 +117,46 @@ func decodeMsg(b []byte) (*decoded, error) {
 // check checks a request's fields, for a request document or a request
 // frame, parsing paths with parse (paths.Parse, or a cache of it).
 func (w *wireMsg) check(parse func(string) (paths.Path, error)) (*decoded, error) {
-	d := &decoded{kind: w.K, tname: w.T, data: w.M}
+	d := new(decoded)
+	if err := w.checkInto(d, parse); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// checkInto is check, filling d.
+func (w *wireMsg) checkInto(d *decoded, parse func(string) (paths.Path, error)) error {
+	*d = decoded{kind: w.K, tname: w.T, data: w.M}
 	switch w.K {
 	case kindSend, kindCall:
 		if w.T == "" || len(w.T) > maxTypeName || len(w.M) == 0 || len(w.W) > 0 {
-			return nil, fmt.Errorf("send or call needs a type name of 1 to %d bytes and a message, and no watch list: %w", maxTypeName, ErrBadMessage)
+			return fmt.Errorf("send or call needs a type name of 1 to %d bytes and a message, and no watch list: %w", maxTypeName, ErrBadMessage)
 		}
 		to, err := parse(w.To)
 		if err != nil {
-			return nil, fmt.Errorf("target: %w: %w", ErrBadMessage, err)
+			return fmt.Errorf("target: %w: %w", ErrBadMessage, err)
 		}
 		d.to = to
 		if w.From != "" {
 			if d.from, err = parse(w.From); err != nil {
-				return nil, fmt.Errorf("sender: %w: %w", ErrBadMessage, err)
+				return fmt.Errorf("sender: %w: %w", ErrBadMessage, err)
 			}
 		}
 	case kindWatch:
 		if w.To != "" || w.From != "" || w.T != "" || len(w.M) > 0 || len(w.W) == 0 || len(w.W) > maxWatch {
-			return nil, fmt.Errorf("watch needs 1 to %d paths and nothing else: %w", maxWatch, ErrBadMessage)
+			return fmt.Errorf("watch needs 1 to %d paths and nothing else: %w", maxWatch, ErrBadMessage)
 		}
 		for _, s := range w.W {
 			p, err := paths.Parse(s)
 			if err != nil {
-				return nil, fmt.Errorf("watched path: %w: %w", ErrBadMessage, err)
+				return fmt.Errorf("watched path: %w: %w", ErrBadMessage, err)
 			}
 			d.watch = append(d.watch, p)
 		}
 	default:
-		return nil, fmt.Errorf("unknown kind %d: %w", w.K, ErrBadMessage)
+		return fmt.Errorf("unknown kind %d: %w", w.K, ErrBadMessage)
 	}
-	return d, nil
+	return nil
 }
 
 // decodeReply parses and checks a reply.
@@ -198,9 +209,17 @@ func encode(v any) []byte {
 	return b
 }
 
+// cut makes an error text fit the wire: valid UTF-8 (the decoders
+// refuse anything else, and would reset the stream over it) of at most
+// maxErrText bytes and a "…".
 func cut(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) > maxErrText {
-		return s[:maxErrText] + "…"
+		i := maxErrText
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		return s[:i] + "…"
 	}
 	return s
 }
