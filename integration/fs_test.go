@@ -22,7 +22,7 @@ import (
 
 // fsCluster starts a two-node domain and waits until n1 can read the
 // root volume (it found the host and got its readcap).
-func fsCluster(t *testing.T) (*cluster, string) {
+func fsCluster(t testing.TB) (*cluster, string) {
 	t.Helper()
 	c := newCluster(t, 2)
 	root := "/" + c.nodes[0].id().Root
@@ -250,7 +250,7 @@ func TestFSConcurrentWriters(t *testing.T) {
 
 // requireFUSE skips without /dev/fuse, unless BT_REQUIRE_REAL=1 (then it
 // fails).
-func requireFUSE(t *testing.T) {
+func requireFUSE(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		if os.Getenv("BT_REQUIRE_REAL") == "1" {
@@ -270,7 +270,7 @@ func requireFUSE(t *testing.T) {
 
 // mount mounts n's file system at a fresh directory and returns the
 // domain's tree in it.
-func mount(t *testing.T, n *node, root string) (dir, tree string) {
+func mount(t testing.TB, n *node, root string) (dir, tree string) {
 	t.Helper()
 	dir = t.TempDir()
 	r := n.ok("mount", "--json", dir)
@@ -384,8 +384,10 @@ func TestFSKillWhileReading(t *testing.T) {
 		var got []byte
 		eventually(t, 30*time.Second, "read "+name, func() error {
 			var err error
-			got, err = os.ReadFile(filepath.Join(tree2, rel, name))
-			return err
+			if got, err = os.ReadFile(filepath.Join(tree2, rel, name)); err != nil {
+				return fmt.Errorf("%w\nn1's log:\n%s", err, c.daemons[1].tail())
+			}
+			return nil
 		})
 		if !bytes.Equal(got, data) {
 			t.Fatalf("%s differs after the crash (%d bytes, want %d)", name, len(got), len(data))

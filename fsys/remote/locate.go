@@ -57,7 +57,8 @@ type LocatorConfig struct {
 
 // Locator finds the volume that holds a path and returns its host: a
 // local one, or a Client for a remote one whose hosting proof checked.
-// Results are cached (found volumes for 10 minutes, misses for 30 s).
+// Results are cached (found volumes for 10 minutes; misses for 30 s, and
+// only when some shorter prefix is a volume).
 // Safe for concurrent use.
 type Locator struct {
 	node *p2p.Node
@@ -144,12 +145,25 @@ func (l *Locator) Locate(ctx context.Context, p paths.Path) (Volume, error) {
 		cancel()
 		for _, q := range want {
 			c := res[q]
-			l.remember(q, c)
+			if c != nil {
+				l.remember(q, c)
+			}
 			if c != nil && (best < 0 || q.Depth() > prefixes[best].Depth()) {
 				for i := range prefixes {
 					if prefixes[i] == q {
 						best, found = i, Volume{Path: q, Host: c}
 					}
+				}
+			}
+		}
+		// Misses are remembered only when some volume holds p: then they
+		// say "no nested volume here". When nothing answered at all (the
+		// host is down, or this node has just started and its DHT is
+		// still empty) the next call asks again.
+		if best >= 0 {
+			for _, q := range want {
+				if res[q] == nil {
+					l.remember(q, nil)
 				}
 			}
 		}
