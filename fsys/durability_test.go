@@ -2,6 +2,7 @@ package fsys_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -120,5 +121,54 @@ func TestWriteBackDurability(t *testing.T) {
 	}
 	if err := m.c.Fsync(ctx, r2.Ino); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCommitFile: CommitFile commits a file's pending writes without
+// waiting for durability (no durable commit, no Sync), waits for a commit
+// that Flush started, and does nothing when nothing is pending; another
+// node reads the data at once.
+func TestCommitFile(t *testing.T) {
+	ctx := ctxT(t)
+	tv := newTestVolume(t, true)
+	ch := &countingHost{proxy: proxy{tv}}
+	tv.h = ch
+	n := tv.newNode(t, "laptop", true)
+	other := tv.newNode(t, "phone", true)
+	if err := n.c.InitVolume(ctx, tv.h, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root := must(n.c.Walk(ctx, tv.vol))
+	must(0, n.c.Grant(ctx, tv.vol, other.id, fsys.RightRead, time.Time{}))
+	f := must(n.c.Create(ctx, root.Ino, "f", 0o644, true))
+	must(n.c.WriteAt(ctx, f.Ino, []byte("hello"), 0))
+	if err := n.c.Flush(ctx, f.Ino); err != nil {
+		t.Fatal(err)
+	}
+	must(n.c.WriteAt(ctx, f.Ino, []byte("world"), 5))
+	durable, syncs := ch.commits.Load(), ch.syncs.Load()
+	if err := n.c.CommitFile(ctx, f.Ino); err != nil {
+		t.Fatal(err)
+	}
+	if ch.commits.Load() != durable || ch.syncs.Load() != syncs {
+		t.Fatalf("CommitFile: %d durable commits, %d syncs; want none", ch.commits.Load()-durable, ch.syncs.Load()-syncs)
+	}
+	unsynced := ch.noSyncs.Load()
+	if err := n.c.CommitFile(ctx, f.Ino); err != nil {
+		t.Fatal(err)
+	}
+	if ch.noSyncs.Load() != unsynced {
+		t.Fatal("CommitFile with nothing pending committed")
+	}
+	if of := must(other.c.Walk(ctx, join(t, tv.vol, "f"))); of.Ino != f.Ino || of.Size != 10 {
+		t.Fatalf("other node sees %016x of %d bytes, want %016x of 10", uint64(of.Ino), of.Size, uint64(f.Ino))
+	}
+	buf := make([]byte, 10)
+	nettest.WaitFor(t, 10*time.Second, "the other node to read the committed file", func() bool {
+		k, err := other.c.ReadAt(ctx, f.Ino, buf, 0)
+		return err == nil && string(buf[:k]) == "helloworld"
+	})
+	if err := n.c.CommitFile(ctx, fsys.Ino(12345)); !errors.Is(err, fsys.ErrNotExist) {
+		t.Fatalf("CommitFile of an unknown inode: %v, want ErrNotExist", err)
 	}
 }

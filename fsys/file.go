@@ -183,8 +183,8 @@ func (c *Client) dropFile(ino Ino) {
 	c.mu.Unlock()
 	if f != nil {
 		f.mu.Lock()
-		for idx, b := range f.dirty {
-			c.dirty.Add(-int64(cap(b)))
+		for idx := range f.dirty {
+			c.dirty.Add(-ChunkSize)
 			delete(f.dirty, idx)
 		}
 		f.pending = false
@@ -493,7 +493,7 @@ func (f *fileState) writeChunk(ctx context.Context, idx uint64, inner int, src [
 			}
 		}
 		if buf == nil {
-			buf = make([]byte, len(base), ChunkSize)
+			buf = make([]byte, len(base), bufCap(max(len(base), inner+len(src))))
 			copy(buf, base)
 			f.c.dirty.Add(ChunkSize)
 		}
@@ -501,6 +501,9 @@ func (f *fileState) writeChunk(ctx context.Context, idx uint64, inner int, src [
 	end := inner + len(src)
 	if end > len(buf) {
 		old := len(buf)
+		if end > cap(buf) {
+			buf = append(make([]byte, 0, bufCap(end)), buf...)
+		}
 		buf = buf[:end]
 		if inner > old {
 			clear(buf[old:inner])
@@ -522,6 +525,20 @@ func (f *fileState) writeChunk(ctx context.Context, idx uint64, inner int, src [
 	}
 	f.mu.Unlock()
 	return nil
+}
+
+// smallBuf bounds the chunk buffers allocated to size: a write that ends
+// within it gets a buffer of its length (rounded up to 4 KiB), so that a
+// small file does not cost a whole zeroed chunk; larger ones get
+// ChunkSize at once. Every dirty buffer counts as ChunkSize towards
+// MaxDirty whatever its capacity.
+const smallBuf = 64 << 10
+
+func bufCap(n int) int {
+	if n > smallBuf {
+		return ChunkSize
+	}
+	return (n + 4095) &^ 4095
 }
 
 // startSealLocked moves chunk idx from dirty to a background seal.
@@ -672,6 +689,24 @@ func (c *Client) Flush(ctx context.Context, ino Ino) error {
 	return nil
 }
 
+// CommitFile commits file ino's pending writes write-back (ordered and
+// visible at the host, durable only after a later Fsync) and returns when
+// they are committed, waiting for a commit that Flush started: what the
+// kernel adapter needs before an unlink, so that descriptors still open
+// on the file read what was written. Outcomes: nil, ErrNotExist (unknown
+// inode), ErrUnavailable, ErrConflict, ErrNoSpace. Safe for concurrent
+// use.
+func (c *Client) CommitFile(ctx context.Context, ino Ino) error {
+	c.mu.Lock()
+	f := c.files[ino]
+	c.mu.Unlock()
+	if f == nil {
+		_, err := c.info(ino)
+		return err
+	}
+	return f.sync(ctx, false)
+}
+
 // sync seals the dirty chunks, waits for them, and commits the inode,
 // re-applying this client's changes on a fresh inode after a conflict;
 // durable: with a synced commit (Fsync), else write-back (Flush).
@@ -816,10 +851,10 @@ func (f *fileState) setattr(ctx context.Context, sa SetAttr) error {
 // the boundary chunk (resealed, so that a later extension reads zeros).
 func (f *fileState) truncateLocked(ctx context.Context, size uint64) error {
 	first := (size + ChunkSize - 1) / ChunkSize // first chunk wholly past size
-	for idx, b := range f.dirty {
+	for idx := range f.dirty {
 		if idx >= first {
 			delete(f.dirty, idx)
-			f.c.dirty.Add(-int64(cap(b)))
+			f.c.dirty.Add(-ChunkSize)
 			f.touched[idx] = true
 		}
 	}
@@ -860,7 +895,7 @@ func (f *fileState) truncateLocked(ctx context.Context, size uint64) error {
 	} else {
 		return nil
 	}
-	buf := make([]byte, inner, ChunkSize)
+	buf := make([]byte, inner, bufCap(inner))
 	copy(buf, base)
 	f.dirty[idx] = buf
 	f.c.dirty.Add(ChunkSize)

@@ -230,6 +230,58 @@ func TestRandomAccessWrites(t *testing.T) {
 	}
 }
 
+// TestSmallWrites: small writes start small chunk buffers that grow as
+// writes extend them (past 64 KiB to a whole chunk), at and past their
+// end, across truncates; the content matches a model before and after
+// commits.
+func TestSmallWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		maxOff int
+		maxLen int
+	}{
+		{"tiny", 300, 50},
+		{"within-small", 60 << 10, 4000},
+		{"across-small", 200 << 10, 9000},
+		{"across-chunks", 2*fsys.ChunkSize + 500, 5000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, n, root := setup(t, true)
+			ctx := ctxT(t)
+			f := must(n.c.Create(ctx, root.Ino, "small", 0o644, true))
+			var m model
+			r := mrand.New(mrand.NewPCG(3, uint64(tc.maxOff)))
+			for i := 0; i < 80; i++ {
+				off := len(m) // mostly appends, as programs write
+				if i%3 == 0 {
+					off = r.IntN(tc.maxOff)
+				}
+				p := make([]byte, 1+r.IntN(tc.maxLen))
+				rand.Read(p)
+				must(n.c.WriteAt(ctx, f.Ino, p, int64(off)))
+				m.writeAt(p, off)
+				switch i % 11 {
+				case 4:
+					if err := n.c.Flush(ctx, f.Ino); err != nil {
+						t.Fatal(err)
+					}
+				case 7:
+					if err := n.c.Fsync(ctx, f.Ino); err != nil {
+						t.Fatal(err)
+					}
+				case 9:
+					sz := uint64(r.IntN(len(m) + 1))
+					must(n.c.Setattr(ctx, f.Ino, fsys.SetAttr{Size: &sz}))
+					m = m[:sz]
+				}
+				if got := readAll(t, n.c, f.Ino, len(m)); !bytes.Equal(got, m) {
+					t.Fatalf("step %d: content differs (len %d vs %d)", i, len(got), len(m))
+				}
+			}
+		})
+	}
+}
+
 func TestSparseLargeFile(t *testing.T) {
 	_, n, root := setup(t, false)
 	ctx := ctxT(t)

@@ -43,9 +43,12 @@
 //	context.Canceled      EINTR          context.DeadlineExceeded ETIMEDOUT
 //
 // A bad name (a paths error) is EINVAL, or ENAMETOOLONG; anything else is
-// EIO and is logged. Read-only operations honour the kernel's interrupt (a
-// signal to the caller: EINTR); changes ignore it, so a signal cannot cut a
-// commit short, and every operation is bounded by Options.OpTimeout.
+// EIO and is logged. Data reads honour the kernel's interrupt (a signal to
+// the caller: EINTR, whatever error the cancellation surfaced as);
+// metadata reads (lookup, getattr, readdir, readlink, statfs) and changes
+// ignore it, since the Go runtime's preemption signals are frequent and
+// open(2) or stat(2) callers rarely retry EINTR, and a signal must not cut
+// a commit short. Every operation is bounded by Options.OpTimeout.
 //
 // # Caching and invalidation
 //
@@ -69,7 +72,9 @@
 // before (the file's name included). close(2) after a write (FLUSH) starts
 // the commit in the background when the FS can (fsys.Client.Flush) and
 // returns, as a local file system does; a commit that fails then is
-// reported by the next fsync. Namespace changes are committed to the host
+// reported by the next fsync. unlink(2) of a file with such writes waits
+// for their commit (fsys.Client.CommitFile, not durable) so that open
+// descriptors still read them. Namespace changes are committed to the host
 // (ordered, visible to every node, conflicts detected) before they return,
 // but against a host that is an fsys.Syncer they are durable only after
 // the next fsync, as on a local file system; rename is durable at once.

@@ -17,6 +17,10 @@ var errnos = []struct {
 	err   error
 	errno syscall.Errno
 }{
+	// The kernel interrupted the request (a signal to the caller): EINTR,
+	// however the cancellation surfaced (a remote call reports "host
+	// unreachable: context canceled").
+	{context.Canceled, syscall.EINTR},
 	{fsys.ErrNotExist, syscall.ENOENT},
 	{fsys.ErrExist, syscall.EEXIST},
 	{fsys.ErrNotDir, syscall.ENOTDIR},
@@ -34,9 +38,7 @@ var errnos = []struct {
 	// A name the kernel passed that is not a valid path component; the
 	// other component errors are EINVAL (below).
 	{paths.ErrComponentTooLong, syscall.ENAMETOOLONG},
-	// The kernel interrupted the request (a signal to the caller), or our
-	// own per-operation deadline passed.
-	{context.Canceled, syscall.EINTR},
+	// Our own per-operation deadline passed.
 	{context.DeadlineExceeded, syscall.ETIMEDOUT},
 }
 

@@ -79,6 +79,15 @@ func (m *Mounted) op(ctx context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(ctx, m.opts.OpTimeout)
 }
 
+// meta bounds a metadata read (lookup, getattr, readdir, readlink,
+// statfs) like change: it ignores the kernel's interrupts, which the Go
+// runtime's preemption signals make common, since open(2), stat(2) and
+// their callers rarely retry EINTR; these calls are short and bounded by
+// Options.OpTimeout. Data reads stay interruptible (op).
+func (m *Mounted) meta(ctx context.Context) (context.Context, context.CancelFunc) {
+	return m.change(ctx)
+}
+
 // change bounds an operation that changes something with
 // Options.OpTimeout but ignores the kernel's interrupts: a signal must not
 // cut a commit short, and signals are common (the Go runtime preempts
@@ -121,7 +130,7 @@ func (n *node) remember(a fsys.Attr) {
 
 // Lookup implements fs.NodeLookuper.
 func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	ctx, cancel := n.m.op(ctx)
+	ctx, cancel := n.m.meta(ctx)
 	defer cancel()
 	a, err := n.m.fs.Lookup(ctx, n.ino, name)
 	if err != nil {
@@ -134,7 +143,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*
 // has a name (unlinked, or replaced by a rename) keeps the attributes it
 // had, with no links, as POSIX wants of fstat.
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
-	ctx, cancel := n.m.op(ctx)
+	ctx, cancel := n.m.meta(ctx)
 	defer cancel()
 	a, err := n.m.fs.Getattr(ctx, n.ino)
 	if err != nil {
@@ -208,7 +217,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *gofuse.SetAttrI
 
 // Readdir implements fs.NodeReaddirer.
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	ctx, cancel := n.m.op(ctx)
+	ctx, cancel := n.m.meta(ctx)
 	defer cancel()
 	ents, err := n.m.fs.Readdir(ctx, n.ino)
 	if err != nil {
@@ -294,7 +303,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *gofuse.Ent
 
 // Readlink implements fs.NodeReadlinker.
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	ctx, cancel := n.m.op(ctx)
+	ctx, cancel := n.m.meta(ctx)
 	defer cancel()
 	t, err := n.m.fs.Readlink(ctx, n.ino)
 	if err != nil {
@@ -313,9 +322,11 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	// Writes that close(2) left committing in the background land before
 	// the name goes, so descriptors still open on the file see them.
+	// They need to be committed, not durable: nothing is made durable by
+	// an unlink.
 	if ch := n.GetChild(name); ch != nil {
 		if cn, ok := ch.Operations().(*node); ok && cn.dirty.Load() {
-			if errno := cn.fsync(ctx, "unlink"); errno != 0 {
+			if errno := cn.commit(ctx, "unlink"); errno != 0 {
 				return errno
 			}
 		}
@@ -406,13 +417,41 @@ func (n *node) fsync(ctx context.Context, op string) syscall.Errno {
 	return errno
 }
 
+// committer is implemented by an fsys.FS that can commit a file's writes
+// without making them durable, waiting for a commit Flush started
+// (fsys.Client).
+type committer interface {
+	CommitFile(ctx context.Context, ino fsys.Ino) error
+}
+
+// commit commits the node's pending writes (not durably) before an
+// operation that needs them at the host; an FS that cannot gets a full
+// Fsync. dirty stays set: durability is still owed to the next fsync.
+func (n *node) commit(ctx context.Context, op string) syscall.Errno {
+	c, ok := n.m.fs.(committer)
+	if !ok {
+		return n.fsync(ctx, op)
+	}
+	ctx, cancel := n.m.change(ctx)
+	defer cancel()
+	err := c.CommitFile(ctx, n.ino)
+	if err == nil {
+		return 0
+	}
+	errno := n.m.errno(op, err)
+	if errno == syscall.ENOENT && n.opens.Load() > 0 {
+		return 0 // as in fsync: it has no name to commit under any more
+	}
+	return errno
+}
+
 // Statfs implements fs.NodeStatfser.
 func (n *node) Statfs(ctx context.Context, out *gofuse.StatfsOut) syscall.Errno {
 	return n.m.statfs(ctx, n.ino, out)
 }
 
 func (m *Mounted) statfs(ctx context.Context, ino fsys.Ino, out *gofuse.StatfsOut) syscall.Errno {
-	ctx, cancel := m.op(ctx)
+	ctx, cancel := m.meta(ctx)
 	defer cancel()
 	s, err := m.fs.StatFS(ctx, ino)
 	if err != nil {
@@ -600,7 +639,7 @@ func (r *mountRoot) Lookup(ctx context.Context, name string, out *gofuse.EntryOu
 	if err != nil {
 		return nil, syscall.ENOENT
 	}
-	ctx, cancel := r.m.op(ctx)
+	ctx, cancel := r.m.meta(ctx)
 	defer cancel()
 	a, err := r.m.fs.Root(ctx, id)
 	if err != nil {
@@ -649,7 +688,7 @@ func (r *mountRoot) selfIno(ctx context.Context) fsys.Ino {
 	if ino != 0 {
 		return ino
 	}
-	ctx, cancel := r.m.op(ctx)
+	ctx, cancel := r.m.meta(ctx)
 	defer cancel()
 	a, err := r.m.fs.Root(ctx, r.m.opts.Self)
 	if err != nil {

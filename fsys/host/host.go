@@ -163,7 +163,18 @@ type Host struct {
 	// signature check each, not two.
 	certMu sync.Mutex
 	certs  map[string]bool
+
+	// cur caches the current state of records the group commit checked
+	// or wrote (nil: absent), trimmed to what check reads (Key, Parent,
+	// Version, Grant), so that checking a Tx's bases and write points
+	// does not seek the index for every key. Only the group commit's
+	// leader touches it (one at a time: qmu hands the lead over); it is
+	// updated after each batch is written and emptied past maxCur.
+	cur map[fsys.RecordKey]*fsys.Record
 }
+
+// maxCur bounds the leader's record-state cache; past it, it is emptied.
+const maxCur = 1 << 16
 
 // maxCerts bounds the verified-certificate cache; past it, it is emptied.
 const maxCerts = 1024
@@ -634,6 +645,9 @@ type state struct {
 	// ov is what the earlier Txs of the same group commit wrote (nil:
 	// deleted); it stands over the stored records.
 	ov map[fsys.RecordKey]*fsys.Record
+	// cur is the leader's cache of stored records (Host.cur); nil when
+	// reading a snapshot.
+	cur map[fsys.RecordKey]*fsys.Record
 }
 
 func (s *state) stored(k fsys.RecordKey) (*fsys.Record, error) {
@@ -643,16 +657,27 @@ func (s *state) stored(k fsys.RecordKey) (*fsys.Record, error) {
 	if r, ok := s.cache[k]; ok {
 		return r, nil
 	}
+	if r, ok := s.cur[k]; ok {
+		return r, nil
+	}
 	r, ok, err := getAt(s.db, s.snap, k, 0)
 	if err != nil {
 		return nil, err
 	}
 	var rp *fsys.Record
 	if ok {
-		rp = &r
+		rp = trim(&r)
 	}
 	s.cache[k] = rp
+	if s.cur != nil && s.snap == nil && len(s.cur) < maxCur {
+		s.cur[k] = rp
+	}
 	return rp, nil
+}
+
+// trim returns what check reads of a stored record.
+func trim(r *fsys.Record) *fsys.Record {
+	return &fsys.Record{Key: r.Key, Parent: r.Parent, Version: r.Version, Grant: r.Grant}
 }
 
 func (s *state) get(k fsys.RecordKey, after bool) (*fsys.Record, error) {
@@ -752,6 +777,9 @@ func (h *Host) validate(tx *fsys.Tx) error {
 // group commit's leader writes records, so its checks see a stable state.
 func (h *Host) check(tx *fsys.Tx, ov map[fsys.RecordKey]*fsys.Record, snap *leveldb.Snapshot) error {
 	s := &state{db: h.db, snap: snap, put: map[fsys.RecordKey]*fsys.Record{}, del: map[fsys.RecordKey]bool{}, cache: map[fsys.RecordKey]*fsys.Record{}, ov: ov}
+	if snap == nil && ov != nil {
+		s.cur = h.cur // the leader's check (ov is the group's)
+	}
 	for _, b := range tx.Base {
 		r, err := s.stored(b.Key)
 		if err != nil {
@@ -979,6 +1007,9 @@ func (h *Host) commitGroup(group []*pendingTx) {
 	ver, synced := h.version, h.synced
 	h.mu.Unlock()
 	ov := map[fsys.RecordKey]*fsys.Record{}
+	if h.cur == nil || len(h.cur) >= maxCur {
+		h.cur = map[fsys.RecordKey]*fsys.Record{}
+	}
 	b := new(leveldb.Batch)
 	var ok, syncs []*pendingTx
 	var changes []fsys.Change
@@ -1015,6 +1046,7 @@ func (h *Host) commitGroup(group []*pendingTx) {
 		// sync (goleveldb skips an empty one).
 		b.Put(keyMeta, encodeMeta(h.root, ver, h.cfg.Volume))
 		if err := h.db.Write(b, &opt.WriteOptions{Sync: sync}); err != nil {
+			h.cur = nil // what the index holds is not known
 			for _, p := range ok {
 				p.err, p.ver = err, 0
 			}
@@ -1040,6 +1072,12 @@ func (h *Host) commitGroup(group []*pendingTx) {
 		h.mu.Unlock()
 	}
 	if len(ok) > 0 {
+		for k, r := range ov {
+			if r != nil {
+				r = trim(r)
+			}
+			h.cur[k] = r
+		}
 		h.pinMu.Lock()
 		h.unpinned = append(h.unpinned, cids...)
 		h.unpinnedTo = ver
