@@ -29,6 +29,11 @@ func BenchmarkRemoteMount(b *testing.B) {
 	opts := benchcmp.Options{Rounds: 5, Ops: 1}
 	benchcmp.Compare(b, "remote-mount-dd-write-vs-gocryptfs", opts, fsbench.DDWrite(src, ours, count), fsbench.DDWrite(src, gc, count))
 	benchcmp.Compare(b, "remote-mount-dd-read-vs-gocryptfs", opts, fsbench.DDRead(ours), fsbench.DDRead(gc))
+	// One warm-up round outside the comparison, so a failure shows both
+	// daemons' logs.
+	if err := fsbench.Metadata(ours, files)(); err != nil {
+		b.Fatalf("metadata on B's mount: %v\nB's log:\n%s\nA's log:\n%s", err, c.daemons[1].tail(), c.daemons[0].tail())
+	}
 	r := benchcmp.Compare(b, "remote-mount-metadata-vs-gocryptfs", opts, fsbench.Metadata(ours, files), fsbench.Metadata(gc, files))
 	fmt.Printf("  %d files on B's mount (host A): ours/gocryptfs time %.2f\n", files, 1/r.Ratio())
 }
