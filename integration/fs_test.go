@@ -26,8 +26,8 @@ func fsCluster(t testing.TB) (*cluster, string) {
 	t.Helper()
 	c := newCluster(t, 2)
 	root := "/" + c.nodes[0].id().Root
-	// The fsys client reads its readcaps once per volume, so wait for n0's
-	// grant before n1's first read (see the report on fsys).
+	// Wait for n0's grant first, so the tests start from a domain where n1
+	// already reads (a client without the key asks again every 2 s).
 	eventually(t, 60*time.Second, "n0 grants n1 read", func() error {
 		b, _ := os.ReadFile(c.daemons[0].logs)
 		if !strings.Contains(string(b), "granted read on the root volume") {

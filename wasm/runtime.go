@@ -92,7 +92,7 @@ const (
 	StateFailed   = "failed"  // failed and the policy gives up
 )
 
-// InstanceInfo describes one instance, for Instances (and `bt wasm ps
+// InstanceInfo describes one instance, for Instances (and `bt ps
 // --json`).
 type InstanceInfo struct {
 	Name      string     `json:"name"`
