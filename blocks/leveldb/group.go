@@ -243,16 +243,27 @@ func (s *Store) admit(items []*groupItem) {
 			}
 		}
 	}
+	compacted := false
 	if err := s.ensureReserve(); err != nil {
-		failNew(fmt.Errorf("restore index reserve: %w", err))
-		return
+		// The disk filled up and freed the reserve; deleted inline blocks
+		// hold their space until goleveldb compacts them away, which the
+		// freed reserve leaves room for: compact once and try again.
+		if errors.Is(err, blocks.ErrNoSpace) {
+			compacted = true
+			if cerr := s.db.CompactRange(util.Range{}); cerr == nil {
+				err = s.ensureReserve()
+			}
+		}
+		if err != nil {
+			failNew(fmt.Errorf("restore index reserve: %w", err))
+			return
+		}
 	}
 	_, total, err := s.counters()
 	if err != nil {
 		failNew(err)
 		return
 	}
-	compacted := false
 	disk := 0
 	for _, it := range items {
 		if it.failed || !it.isNew() {

@@ -86,9 +86,11 @@ const (
 	dirTmp   = "tmp"
 	// fileReserve holds space for the index: when the disk is full, Delete
 	// frees it so that goleveldb can log the deletion, and Put restores it
-	// before storing anything.
+	// before storing anything. It is as large as goleveldb's memtable plus
+	// a margin, so that reopening goleveldb after an ENOSPC (which flushes
+	// the replayed journal to a table) always has room.
 	fileReserve = "reserve"
-	reserveSize = 256 << 10
+	reserveSize = indexWriteBuffer + 512<<10
 )
 
 // Option configures Open.
