@@ -84,10 +84,7 @@ func (s *server) handleN(limit int64, f func(context.Context, *http.Request) (an
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		v, err := f(r.Context(), r)
 		if err != nil {
-			var ae *api.Error
-			if !errors.As(err, &ae) {
-				ae = api.Errorf(api.KindInternal, "%v", err)
-			}
+			ae := apiError(err)
 			s.log.Debug("request failed", "method", r.Method, "path", r.URL.Path, "kind", ae.Kind, "err", ae.Message)
 			writeErr(w, ae)
 			return
@@ -95,6 +92,16 @@ func (s *server) handleN(limit int64, f func(context.Context, *http.Request) (an
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(v)
 	}
+}
+
+// apiError is err as the API error the client gets: err itself when it is
+// one, else an internal error carrying its text.
+func apiError(err error) *api.Error {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		ae = api.Errorf(api.KindInternal, "%v", err)
+	}
+	return ae
 }
 
 func writeErr(w http.ResponseWriter, e *api.Error) {

@@ -54,10 +54,7 @@ func blockErr(err error) error {
 func (s *server) blockPut(w http.ResponseWriter, r *http.Request) {
 	fail := func(err error) {
 		err = blockErr(err)
-		var ae *api.Error
-		if !errors.As(err, &ae) {
-			ae = api.Errorf(api.KindInternal, "%v", err)
-		}
+		ae := apiError(err)
 		s.log.Debug("block put failed", "kind", ae.Kind, "err", ae.Message)
 		writeErr(w, ae)
 	}
@@ -103,10 +100,7 @@ func (s *server) blockGet(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	fail := func(err error) {
 		err = blockErr(err)
-		var ae *api.Error
-		if !errors.As(err, &ae) {
-			ae = api.Errorf(api.KindInternal, "%v", err)
-		}
+		ae := apiError(err)
 		writeErr(w, ae)
 	}
 	var req api.BlockGetRequest
@@ -156,10 +150,7 @@ func (s *server) blockGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err = blockErr(err)
-	var ae *api.Error
-	if !errors.As(err, &ae) {
-		ae = api.Errorf(api.KindInternal, "%v", err)
-	}
+	ae := apiError(err)
 	b, _ := json.Marshal(ae)
 	w.Header().Set(api.TrailerError, string(b))
 }
@@ -215,10 +206,7 @@ func (es *eventStream) send(ev api.RepoEvent) {
 
 func (es *eventStream) fail(err error) {
 	err = blockErr(err)
-	var ae *api.Error
-	if !errors.As(err, &ae) {
-		ae = api.Errorf(api.KindInternal, "%v", err)
-	}
+	ae := apiError(err)
 	es.send(api.RepoEvent{Event: "error", Error: ae})
 }
 

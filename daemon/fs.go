@@ -765,10 +765,7 @@ func (f *fsService) mv(ctx context.Context, r *http.Request) (any, error) {
 // failStream reports err on a raw request.
 func (f *fsService) failStream(w http.ResponseWriter, err error) {
 	err = fsErr(err)
-	var ae *api.Error
-	if !errors.As(err, &ae) {
-		ae = api.Errorf(api.KindInternal, "%v", err)
-	}
+	ae := apiError(err)
 	f.log.Debug("fs request failed", "kind", ae.Kind, "err", ae.Message)
 	writeErr(w, ae)
 }
