@@ -902,12 +902,3 @@ func (f *fileState) truncateLocked(ctx context.Context, size uint64) error {
 	f.touched[idx] = true
 	return nil
 }
-
-// blockList is the CIDs a file inode references.
-func blockList(n *inode) []cid.Cid {
-	out := make([]cid.Cid, len(n.refs))
-	for i, r := range n.refs {
-		out[i] = r.CID
-	}
-	return out
-}

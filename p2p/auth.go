@@ -214,6 +214,8 @@ func (t *authTable) set(c network.Conn, path paths.Path, node paths.ID, expiry t
 
 // lookup returns p's verified path, or the reason it has none: failure is
 // the last refused proof, pending whether a proof is still awaited.
+//
+//lint:ignore ST1008 failure is a looked-up value (a recorded refusal), not lookup's own error.
 func (t *authTable) lookup(p peer.ID, now time.Time) (path paths.Path, ok bool, failure error, pending bool, changed <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"blocktree.dev/bt/internal/nettest"
@@ -239,14 +238,6 @@ func names(n int) []string {
 	out := make([]string, n)
 	for i := range out {
 		out[i] = fmt.Sprintf("n%02d", i)
-	}
-	return out
-}
-
-func peerIDs(nodes ...*testNode) []peer.ID {
-	out := make([]peer.ID, len(nodes))
-	for i, n := range nodes {
-		out[i] = n.node.ID()
 	}
 	return out
 }

@@ -383,5 +383,5 @@ func (x *Exchange) standing(p peer.ID) (strikes int, banned bool) {
 // isTimeout reports whether err is a deadline on a stream.
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
-	return errors.Is(err, network.ErrReset) == false && errors.As(err, &t) && t.Timeout()
+	return !errors.Is(err, network.ErrReset) && errors.As(err, &t) && t.Timeout()
 }

@@ -344,7 +344,7 @@ func testConcurrent(t *testing.T, s blocks.Store) {
 					return
 				}
 				if err == nil && !bytes.Equal(got, b.Data) {
-					errs <- fmt.Errorf("Get %s: wrong bytes", b.CID)
+					errs <- fmt.Errorf("get %s: wrong bytes", b.CID)
 					return
 				}
 				if _, err := s.Has(ctx, b.CID); err != nil {

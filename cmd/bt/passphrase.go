@@ -65,9 +65,3 @@ func (s passphraseSource) get(prompt string, confirm bool) ([]byte, error) {
 	}
 	return p, nil
 }
-
-// available reports whether get can work without failing for lack of a
-// source.
-func (s passphraseSource) available() bool {
-	return s.file != "" || os.Getenv("BT_PASSPHRASE") != "" || term.IsTerminal(int(os.Stdin.Fd()))
-}

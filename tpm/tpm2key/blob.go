@@ -7,7 +7,6 @@ import (
 	"crypto/elliptic"
 	"encoding/binary"
 	"fmt"
-	"math/big"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -183,11 +182,11 @@ func (b *Blob) check() (*loadable, error) {
 		return nil, err
 	}
 	l.ecdhPub = ecdhPub
-	l.pub, err = crypto.ECDSAPublicKeyFromPubKey(ecdsa.PublicKey{
-		Curve: elliptic.P256(),
-		X:     new(big.Int).SetBytes(point.X.Buffer),
-		Y:     new(big.Int).SetBytes(point.Y.Buffer),
-	})
+	ecdsaPub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), ecdhPub.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("public key: %v", err)
+	}
+	l.pub, err = crypto.ECDSAPublicKeyFromPubKey(*ecdsaPub)
 	if err != nil {
 		return nil, fmt.Errorf("public key: %v", err)
 	}
