@@ -1,8 +1,9 @@
-package msg
+package natsbench
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,11 +13,86 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/nats-io/nats.go"
 
 	"blocktree.dev/bt/internal/benchcmp"
 	"blocktree.dev/bt/internal/nettest"
+	"blocktree.dev/bt/msg"
+	"blocktree.dev/bt/p2p"
+	"blocktree.dev/bt/paths"
 )
+
+// start runs a node named name of d on 127.0.0.1 (as msg's own tests do),
+// bootstrapped to bs, with a msg.Router on it; both are closed at cleanup.
+func start(b *testing.B, d *nettest.Domain, name string, bs ...peer.AddrInfo) (*p2p.Node, *msg.Router) {
+	b.Helper()
+	nk, p, w := d.Member(b, name)
+	id, err := p2p.NewIdentity(context.Background(), nk, w, p, 24*time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, err := p2p.New(context.Background(), id, p2p.Config{
+		Listen:         []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
+		Bootstrap:      bs,
+		Loopback:       true,
+		RecordTTL:      time.Minute,
+		ResolveRefresh: time.Minute,
+		ResolveTimeout: 10 * time.Second,
+		Log:            nettest.Logger(),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- n.Serve(context.Background()) }()
+	r, err := msg.New(n, msg.Config{Log: nettest.Logger()})
+	if err != nil {
+		n.Close()
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		r.Close()
+		n.Close()
+		select {
+		case err := <-served:
+			// ErrClosed: closed before Serve began.
+			if err != nil && !errors.Is(err, p2p.ErrClosed) {
+				b.Errorf("serve %s: %v", p, err)
+			}
+		case <-time.After(10 * time.Second):
+			b.Errorf("serve %s did not return after Close", p)
+		}
+	})
+	return n, r
+}
+
+// waitPublished waits until every node's record has reached the DHT.
+func waitPublished(b *testing.B, nodes ...*p2p.Node) {
+	b.Helper()
+	for _, n := range nodes {
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			pub := n.Published()
+			if pub.Seq != 0 && pub.Err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%s: record not published in 20s: %v", n.Path(), pub.Err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func mustJoin(b *testing.B, p paths.Path, comps ...string) paths.Path {
+	b.Helper()
+	q, err := p.Join(comps...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return q
+}
 
 // startNATS runs Debian's nats-server on a free loopback port for b.
 func startNATS(b *testing.B) string {
@@ -58,14 +134,18 @@ func startNATS(b *testing.B) string {
 func BenchmarkVsNATS(b *testing.B) {
 	url := startNATS(b)
 	d := nettest.NewDomain(b)
-	a, z := pair(b, d, Config{}, Config{})
-	echoPath := mustJoin(b, z.node.Path(), "echo")
-	if _, err := z.Handle(echoPath, echo); err != nil {
+	an, a := start(b, d, "a")
+	zn, z := start(b, d, "b", an.AddrInfo())
+	waitPublished(b, an, zn)
+	echoPath := mustJoin(b, zn.Path(), "echo")
+	if _, err := z.Handle(echoPath, func(_ context.Context, m *msg.Message) ([]byte, error) {
+		return io.ReadAll(m.Body)
+	}); err != nil {
 		b.Fatal(err)
 	}
 	var got atomic.Int64
-	sinkPath := mustJoin(b, z.node.Path(), "sink")
-	if _, err := z.Handle(sinkPath, func(_ context.Context, m *Message) ([]byte, error) {
+	sinkPath := mustJoin(b, zn.Path(), "sink")
+	if _, err := z.Handle(sinkPath, func(_ context.Context, m *msg.Message) ([]byte, error) {
 		io.Copy(io.Discard, m.Body)
 		got.Add(1)
 		return nil, nil
