@@ -1,7 +1,6 @@
 package fsys
 
 import (
-	"container/list"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -10,7 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/go-cid"
+	"golang.org/x/sync/singleflight"
 
 	"blocktree.dev/bt/blocks"
 )
@@ -54,55 +55,24 @@ type sealJob struct {
 
 // chunkCache keeps decrypted chunks by CID (LRU), and the loads in
 // flight, so that a read and the read-ahead of the same chunk share one
-// load.
+// load. Safe for concurrent use.
 type chunkCache struct {
-	// mu guards everything below.
-	mu      sync.Mutex
-	max     int
-	m       map[cid.Cid]*list.Element
-	l       *list.List
-	loading map[cid.Cid]*chunkLoad
-}
-
-// chunkLoad is a chunk being read and opened; done is closed when data or
-// err is set.
-type chunkLoad struct {
-	done chan struct{}
-	data []byte
-	err  error
-}
-
-type chunkItem struct {
-	c    cid.Cid
-	data []byte
+	lru   *lru.Cache[cid.Cid, []byte]
+	loads singleflight.Group // by CID.KeyString()
 }
 
 func newChunkCache(n int) *chunkCache {
-	return &chunkCache{max: n, m: map[cid.Cid]*list.Element{}, l: list.New(), loading: map[cid.Cid]*chunkLoad{}}
+	c, err := lru.New[cid.Cid, []byte](n)
+	if err != nil {
+		panic(err) // n > 0: Config's default
+	}
+	return &chunkCache{lru: c}
 }
 
+// get returns the cached plaintext of c, or nil.
 func (cc *chunkCache) get(c cid.Cid) []byte {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if e, ok := cc.m[c]; ok {
-		cc.l.MoveToFront(e)
-		return e.Value.(*chunkItem).data
-	}
-	return nil
-}
-
-func (cc *chunkCache) add(c cid.Cid, data []byte) {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if _, ok := cc.m[c]; ok {
-		return
-	}
-	cc.m[c] = cc.l.PushFront(&chunkItem{c: c, data: data})
-	for cc.l.Len() > cc.max {
-		e := cc.l.Back()
-		cc.l.Remove(e)
-		delete(cc.m, e.Value.(*chunkItem).c)
-	}
+	p, _ := cc.lru.Get(c)
+	return p
 }
 
 // file returns the write-back state of file ino, creating it.
@@ -285,37 +255,30 @@ func (c *Client) block(ctx context.Context, v *volume, id cid.Cid) ([]byte, erro
 // for one chunk share one load; a waiter whose ctx ends stops waiting.
 func (f *fileState) plain(ctx context.Context, r chunkRef) ([]byte, error) {
 	cc := f.c.chunks
-	cc.mu.Lock()
-	if e, ok := cc.m[r.CID]; ok {
-		cc.l.MoveToFront(e)
-		p := e.Value.(*chunkItem).data
-		cc.mu.Unlock()
+	if p, ok := cc.lru.Get(r.CID); ok {
 		return p, nil
 	}
-	if ld, ok := cc.loading[r.CID]; ok {
-		cc.mu.Unlock()
-		select {
-		case <-ld.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	mine := false // this call ran the load
+	ch := cc.loads.DoChan(r.CID.KeyString(), func() (any, error) {
+		mine = true
+		p, err := f.plainLoad(ctx, r)
+		if err == nil {
+			cc.lru.Add(r.CID, p)
 		}
-		if ld.err == nil {
-			return ld.data, nil
+		return p, err
+	})
+	select {
+	case res := <-ch:
+		if res.Err == nil {
+			return res.Val.([]byte), nil
 		}
-		return f.plainLoad(ctx, r) // its ctx may have ended, not ours
+		if !mine {
+			return f.plainLoad(ctx, r) // its ctx may have ended, not ours
+		}
+		return nil, res.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	ld := &chunkLoad{done: make(chan struct{})}
-	cc.loading[r.CID] = ld
-	cc.mu.Unlock()
-	ld.data, ld.err = f.plainLoad(ctx, r)
-	cc.mu.Lock()
-	delete(cc.loading, r.CID)
-	cc.mu.Unlock()
-	close(ld.done)
-	if ld.err == nil {
-		cc.add(r.CID, ld.data)
-	}
-	return ld.data, ld.err
 }
 
 func (f *fileState) plainLoad(ctx context.Context, r chunkRef) ([]byte, error) {
