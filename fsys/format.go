@@ -14,7 +14,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/ipfs/go-cid"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -60,40 +59,23 @@ const (
 // ReadcapPurpose is the caps.WrapKey purpose of the readcap of inode ino.
 func ReadcapPurpose(ino Ino) string { return fmt.Sprintf("%s %016x", readPurpos, uint64(ino)) }
 
-// dec is a strict decoder like internal/canon's, with limits sized for
-// records and Txs (canon's 1 MiB and 4096 elements are too small for a
+// strict is internal/canon's strict decoder with limits sized for records
+// and Txs (canon's defaults, 1 MiB and 4096 elements, are too small for a
 // large file's chunk list or a big Tx).
-var dec, decErr = cbor.DecOptions{
-	DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-	IndefLength:       cbor.IndefLengthForbidden,
-	ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-	MaxNestedLevels:   8,
-	MaxArrayElements:  MaxTxRecords,
-	MaxMapPairs:       64,
-	TagsMd:            cbor.TagsForbidden,
-	UTF8:              cbor.UTF8RejectInvalid,
-}.DecMode()
+var strict, strictErr = canon.NewDecoder(
+	canon.WithMaxSize(MaxTxSize),
+	canon.WithMaxNested(8),
+	canon.WithMaxArrayElements(MaxTxRecords),
+	canon.WithMaxMapPairs(64),
+)
 
 // strictUnmarshal decodes data into v and refuses anything that is not the
 // one canonical encoding of the result.
 func strictUnmarshal(data []byte, v any) error {
-	if decErr != nil {
-		return decErr
+	if strictErr != nil {
+		return strictErr
 	}
-	if len(data) > MaxTxSize {
-		return fmt.Errorf("encoding of %d bytes exceeds %d", len(data), MaxTxSize)
-	}
-	if err := dec.Unmarshal(data, v); err != nil {
-		return err
-	}
-	again, err := canon.Marshal(v)
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(again, data) {
-		return canon.ErrNotCanonical
-	}
-	return nil
+	return strict.Unmarshal(data, v)
 }
 
 // ---- keys and sealing ----
