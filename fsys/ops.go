@@ -14,6 +14,9 @@ var (
 	_ FS        = (*Client)(nil)
 	_ Versioned = (*Client)(nil)
 	_ Sharer    = (*Client)(nil)
+
+	_ FileFlusher   = (*Client)(nil)
+	_ FileCommitter = (*Client)(nil)
 )
 
 // InitVolume writes the root directory of a new, empty volume on h (with
@@ -347,13 +350,8 @@ func (c *Client) Rmdir(ctx context.Context, dir Ino, name string) error {
 
 // Rename moves dir/name to newDir/newName (see FS and RenameFlags).
 func (c *Client) Rename(ctx context.Context, dir Ino, name string, newDir Ino, newName string, flags RenameFlags) error {
-	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
-		return fmt.Errorf("fsys: rename: flags %#x: %w", flags, ErrInvalid)
-	}
-	for _, n := range []string{name, newName} {
-		if err := validName(n); err != nil {
-			return fmt.Errorf("fsys: rename %q: %w", n, err)
-		}
+	if err := checkRenameArgs(name, newName, flags); err != nil {
+		return err
 	}
 	v, err := c.volOf(dir)
 	if err != nil {
@@ -370,157 +368,250 @@ func (c *Client) Rename(ctx context.Context, dir Ino, name string, newDir Ino, n
 		_, err := c.Lookup(ctx, dir, name)
 		return err
 	}
-	var replaced Ino
-	var replacedVer uint64
+	var op *renameOp
 	// Durable at once: rename is how programs replace a file atomically
 	// (write, fsync, rename, fsync the directory), and package fuse does
 	// not forward a directory's fsync yet (docs/fs.md, "Durability").
 	_, err = c.updateDurable(ctx, v, "rename", func(b *txb) error {
-		replaced = 0
-		sin, sdn, err := b.dir(ctx, dir)
-		if err != nil {
-			return err
-		}
-		tin, tdn := sin, sdn
-		if newDir != dir {
-			if tin, tdn, err = b.dir(ctx, newDir); err != nil {
-				return err
-			}
-		}
-		sk, se, err := b.entry(ctx, sin, dir, name)
-		if err != nil {
-			return err
-		}
-		if se == nil {
-			return fmt.Errorf("fsys: rename %q: %w", name, ErrNotExist)
-		}
-		tk, te, err := b.entry(ctx, tin, newDir, newName)
-		if err != nil {
-			return err
-		}
-		if te != nil && te.Ino == se.Ino {
-			return nil // hard links do not exist: same inode, same entry
-		}
-		if flags&RenameNoReplace != 0 && te != nil {
-			return fmt.Errorf("fsys: rename to %q: %w", newName, ErrExist)
-		}
-		if flags&RenameExchange != 0 && te == nil {
-			return fmt.Errorf("fsys: exchange with %q: %w", newName, ErrNotExist)
-		}
-		// A directory may not move into its own subtree.
-		if newDir != dir {
-			if err := c.checkNotUnder(ctx, b, newDir, se.Ino, te); err != nil {
-				return err
-			}
-		}
-		skey, err := c.keyOf(sin, dir)
-		if err != nil {
-			return err
-		}
-		tkey, err := c.keyOf(tin, newDir)
-		if err != nil {
-			return err
-		}
-		now := c.now().UnixNano()
-		move := func(e *entry, from, to Ino, newName string) error {
-			_, cn, _, err := b.inode(ctx, e.Ino)
-			if err != nil {
-				return err
-			}
-			cn.Name, cn.Ctime = newName, now
-			ckey := e.Key
-			return b.putInode(e.Ino, to, b.grants[e.Ino], cn, ckey)
-		}
-		if flags&RenameExchange != 0 {
-			if err := b.putEntry(tkey, tk, &entry{Name: newName, Ino: se.Ino, Kind: se.Kind, Key: se.Key}); err != nil {
-				return err
-			}
-			if err := b.putEntry(skey, sk, &entry{Name: name, Ino: te.Ino, Kind: te.Kind, Key: te.Key}); err != nil {
-				return err
-			}
-			if err := move(se, dir, newDir, newName); err != nil {
-				return err
-			}
-			if err := move(te, newDir, dir, name); err != nil {
-				return err
-			}
-			if newDir != dir && se.Kind != te.Kind {
-				if se.Kind == KindDir {
-					sdn.Nlink--
-					tdn.Nlink++
-				} else if te.Kind == KindDir {
-					sdn.Nlink++
-					tdn.Nlink--
-				}
-			}
-		} else {
-			if te != nil {
-				if se.Kind == KindDir && te.Kind != KindDir {
-					return fmt.Errorf("fsys: rename onto %q: %w", newName, ErrNotDir)
-				}
-				if se.Kind != KindDir && te.Kind == KindDir {
-					return fmt.Errorf("fsys: rename onto %q: %w", newName, ErrIsDir)
-				}
-				_, tn, tver, err := b.inode(ctx, te.Ino)
-				if err != nil && !errors.Is(err, ErrNotExist) {
-					return err
-				}
-				if te.Kind == KindDir && tn != nil {
-					recs, err := v.host.List(ctx, 0, te.Ino)
-					if err != nil {
-						return err
-					}
-					if len(recs) > 0 || tn.Size > 0 {
-						return fmt.Errorf("fsys: rename onto %q: %w", newName, ErrNotEmpty)
-					}
-				}
-				if tn != nil {
-					b.delete(RecordKey{Ino: te.Ino})
-				}
-				replaced, replacedVer = te.Ino, tver
-				if tdn.Size > 0 {
-					tdn.Size--
-				}
-				if te.Kind == KindDir {
-					tdn.Nlink--
-				}
-			}
-			b.delete(sk)
-			if err := b.putEntry(tkey, tk, &entry{Name: newName, Ino: se.Ino, Kind: se.Kind, Key: se.Key}); err != nil {
-				return err
-			}
-			if err := move(se, dir, newDir, newName); err != nil {
-				return err
-			}
-			if sdn.Size > 0 {
-				sdn.Size--
-			}
-			tdn.Size++
-			if se.Kind == KindDir && newDir != dir {
-				sdn.Nlink--
-				tdn.Nlink++
-			}
-		}
-		sdn.Mtime, sdn.Ctime = now, now
-		if err := b.putInode(dir, b.parents[dir], b.grants[dir], sdn, skey); err != nil {
-			return err
-		}
-		if newDir != dir {
-			tdn.Mtime, tdn.Ctime = now, now
-			return b.putInode(newDir, b.parents[newDir], b.grants[newDir], tdn, tkey)
-		}
-		return nil
+		op = &renameOp{c: c, v: v, b: b, dir: dir, name: name, newDir: newDir, newName: newName, flags: flags}
+		return op.build(ctx)
 	})
 	if err != nil {
 		return err
 	}
-	if replaced != 0 {
-		c.mu.Lock()
-		if in := c.inos[replaced]; in != nil && replacedVer != 0 {
-			in.unlinked = replacedVer
+	if op != nil {
+		c.forgetReplaced(op.replaced, op.replacedVer)
+	}
+	return nil
+}
+
+// checkRenameArgs checks Rename's flags and names.
+func checkRenameArgs(name, newName string, flags RenameFlags) error {
+	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
+		return fmt.Errorf("fsys: rename: flags %#x: %w", flags, ErrInvalid)
+	}
+	for _, n := range []string{name, newName} {
+		if err := validName(n); err != nil {
+			return fmt.Errorf("fsys: rename %q: %w", n, err)
 		}
-		c.mu.Unlock()
-		c.dropFile(replaced)
+	}
+	return nil
+}
+
+// forgetReplaced marks the inode a rename replaced (0: none) unlinked as
+// of its version ver, so that open files read that version, and drops its
+// write-back state.
+func (c *Client) forgetReplaced(ino Ino, ver uint64) {
+	if ino == 0 {
+		return
+	}
+	c.mu.Lock()
+	if in := c.inos[ino]; in != nil && ver != 0 {
+		in.unlinked = ver
+	}
+	c.mu.Unlock()
+	c.dropFile(ino)
+}
+
+// renameOp is one attempt at a Rename's Tx (updateDurable retries on a
+// conflict with a fresh one): it reads the source s and target t
+// directories and entries, checks the flags and the tree, and changes the
+// entries, the moved inodes and both directories.
+type renameOp struct {
+	c             *Client
+	v             *volume
+	b             *txb
+	dir, newDir   Ino
+	name, newName string
+	flags         RenameFlags
+	now           int64
+	sin, tin      *inoInfo
+	sdn, tdn      *inode    // the directories
+	sk, tk        RecordKey // the entries' keys
+	se, te        *entry    // the entries (te nil: no target)
+	skey, tkey    []byte    // the directories' keys
+	replaced      Ino       // the inode the rename replaced (0: none)
+	replacedVer   uint64
+}
+
+// build adds the rename to the Tx.
+func (r *renameOp) build(ctx context.Context) error {
+	if err := r.load(ctx); err != nil {
+		return err
+	}
+	if r.te != nil && r.te.Ino == r.se.Ino {
+		return nil // hard links do not exist: same inode, same entry
+	}
+	if err := r.check(ctx); err != nil {
+		return err
+	}
+	var err error
+	if r.skey, err = r.c.keyOf(r.sin, r.dir); err != nil {
+		return err
+	}
+	if r.tkey, err = r.c.keyOf(r.tin, r.newDir); err != nil {
+		return err
+	}
+	r.now = r.c.now().UnixNano()
+	if r.flags&RenameExchange != 0 {
+		err = r.exchange(ctx)
+	} else {
+		err = r.replace(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	return r.touchDirs()
+}
+
+// load reads both directories and both entries; the source must exist.
+func (r *renameOp) load(ctx context.Context) error {
+	var err error
+	if r.sin, r.sdn, err = r.b.dir(ctx, r.dir); err != nil {
+		return err
+	}
+	r.tin, r.tdn = r.sin, r.sdn
+	if r.newDir != r.dir {
+		if r.tin, r.tdn, err = r.b.dir(ctx, r.newDir); err != nil {
+			return err
+		}
+	}
+	if r.sk, r.se, err = r.b.entry(ctx, r.sin, r.dir, r.name); err != nil {
+		return err
+	}
+	if r.se == nil {
+		return fmt.Errorf("fsys: rename %q: %w", r.name, ErrNotExist)
+	}
+	r.tk, r.te, err = r.b.entry(ctx, r.tin, r.newDir, r.newName)
+	return err
+}
+
+// check applies the flags to the target and keeps a directory out of its
+// own subtree.
+func (r *renameOp) check(ctx context.Context) error {
+	if r.flags&RenameNoReplace != 0 && r.te != nil {
+		return fmt.Errorf("fsys: rename to %q: %w", r.newName, ErrExist)
+	}
+	if r.flags&RenameExchange != 0 && r.te == nil {
+		return fmt.Errorf("fsys: exchange with %q: %w", r.newName, ErrNotExist)
+	}
+	if r.newDir != r.dir {
+		return r.c.checkNotUnder(ctx, r.b, r.newDir, r.se.Ino, r.te)
+	}
+	return nil
+}
+
+// exchange swaps the two entries' inodes and moves each inode to the
+// other's directory.
+func (r *renameOp) exchange(ctx context.Context) error {
+	se, te := r.se, r.te
+	if err := r.b.putEntry(r.tkey, r.tk, &entry{Name: r.newName, Ino: se.Ino, Kind: se.Kind, Key: se.Key}); err != nil {
+		return err
+	}
+	if err := r.b.putEntry(r.skey, r.sk, &entry{Name: r.name, Ino: te.Ino, Kind: te.Kind, Key: te.Key}); err != nil {
+		return err
+	}
+	if err := r.moveInode(ctx, se, r.newDir, r.newName); err != nil {
+		return err
+	}
+	if err := r.moveInode(ctx, te, r.dir, r.name); err != nil {
+		return err
+	}
+	if r.newDir != r.dir && se.Kind != te.Kind {
+		if se.Kind == KindDir {
+			r.sdn.Nlink--
+			r.tdn.Nlink++
+		} else if te.Kind == KindDir {
+			r.sdn.Nlink++
+			r.tdn.Nlink--
+		}
+	}
+	return nil
+}
+
+// replace moves the source entry to the target name, removing the
+// target's inode first if there is one.
+func (r *renameOp) replace(ctx context.Context) error {
+	se := r.se
+	if r.te != nil {
+		if err := r.removeTarget(ctx); err != nil {
+			return err
+		}
+	}
+	r.b.delete(r.sk)
+	if err := r.b.putEntry(r.tkey, r.tk, &entry{Name: r.newName, Ino: se.Ino, Kind: se.Kind, Key: se.Key}); err != nil {
+		return err
+	}
+	if err := r.moveInode(ctx, se, r.newDir, r.newName); err != nil {
+		return err
+	}
+	if r.sdn.Size > 0 {
+		r.sdn.Size--
+	}
+	r.tdn.Size++
+	if se.Kind == KindDir && r.newDir != r.dir {
+		r.sdn.Nlink--
+		r.tdn.Nlink++
+	}
+	return nil
+}
+
+// removeTarget deletes the inode the rename replaces: a file onto a file,
+// or a directory onto an empty directory.
+func (r *renameOp) removeTarget(ctx context.Context) error {
+	se, te := r.se, r.te
+	if se.Kind == KindDir && te.Kind != KindDir {
+		return fmt.Errorf("fsys: rename onto %q: %w", r.newName, ErrNotDir)
+	}
+	if se.Kind != KindDir && te.Kind == KindDir {
+		return fmt.Errorf("fsys: rename onto %q: %w", r.newName, ErrIsDir)
+	}
+	_, tn, tver, err := r.b.inode(ctx, te.Ino)
+	if err != nil && !errors.Is(err, ErrNotExist) {
+		return err
+	}
+	if te.Kind == KindDir && tn != nil {
+		recs, err := r.v.host.List(ctx, 0, te.Ino)
+		if err != nil {
+			return err
+		}
+		if len(recs) > 0 || tn.Size > 0 {
+			return fmt.Errorf("fsys: rename onto %q: %w", r.newName, ErrNotEmpty)
+		}
+	}
+	if tn != nil {
+		r.b.delete(RecordKey{Ino: te.Ino})
+	}
+	r.replaced, r.replacedVer = te.Ino, tver
+	if r.tdn.Size > 0 {
+		r.tdn.Size--
+	}
+	if te.Kind == KindDir {
+		r.tdn.Nlink--
+	}
+	return nil
+}
+
+// moveInode rewrites e's inode under directory to with its new name.
+func (r *renameOp) moveInode(ctx context.Context, e *entry, to Ino, newName string) error {
+	_, cn, _, err := r.b.inode(ctx, e.Ino)
+	if err != nil {
+		return err
+	}
+	cn.Name, cn.Ctime = newName, r.now
+	return r.b.putInode(e.Ino, to, r.b.grants[e.Ino], cn, e.Key)
+}
+
+// touchDirs writes both directories with their new times.
+func (r *renameOp) touchDirs() error {
+	b := r.b
+	r.sdn.Mtime, r.sdn.Ctime = r.now, r.now
+	if err := b.putInode(r.dir, b.parents[r.dir], b.grants[r.dir], r.sdn, r.skey); err != nil {
+		return err
+	}
+	if r.newDir != r.dir {
+		r.tdn.Mtime, r.tdn.Ctime = r.now, r.now
+		return b.putInode(r.newDir, b.parents[r.newDir], b.grants[r.newDir], r.tdn, r.tkey)
 	}
 	return nil
 }
