@@ -268,15 +268,19 @@ func (r *Rules) check(recs Records, tx *fsys.Tx) error {
 		need[wp] = true
 		return nil
 	}
-	for k := range v.put {
+	// before needs the write point of k's record before the Tx, if it had
+	// one, and returns that record.
+	before := func(k fsys.RecordKey) (*fsys.Record, error) {
 		old, err := v.stored(k)
+		if err != nil || old == nil {
+			return old, err
+		}
+		return old, add(k.Ino, false, false)
+	}
+	for k := range v.put {
+		old, err := before(k)
 		if err != nil {
 			return err
-		}
-		if old != nil {
-			if err := add(k.Ino, false, false); err != nil {
-				return err
-			}
 		}
 		if err := add(k.Ino, true, false); err != nil {
 			return err
@@ -291,14 +295,8 @@ func (r *Rules) check(recs Records, tx *fsys.Tx) error {
 		}
 	}
 	for k := range v.del {
-		old, err := v.stored(k)
-		if err != nil {
+		if _, err := before(k); err != nil {
 			return err
-		}
-		if old != nil {
-			if err := add(k.Ino, false, false); err != nil {
-				return err
-			}
 		}
 	}
 	for _, rc := range append(append([]fsys.Readcap(nil), tx.Readcaps...), tx.RevokeReaders...) {
