@@ -2,7 +2,7 @@
 // symlinks with POSIX metadata, encrypted on the client, stored by hosts
 // that cannot read them, with capabilities deciding who reads and writes.
 // docs/fs.md is the design; this file is the contract that the client
-// (fsys.Client), the hosts (fsys/host, fsys/remote) and the kernel adapter
+// (fsys/client), the hosts (fsys/host, fsys/remote) and the kernel adapter
 // (package fuse) share. It imports no implementation.
 //
 // # Volumes, records, versions

@@ -386,7 +386,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 // Fsync implements fs.NodeFsyncer: when it returns, the host holds
 // durably the file's data and every change this node committed before
 // (names included). On a directory it makes those earlier changes durable
-// (fsys.Client.Fsync of a directory inode).
+// (fsys/client: Client.Fsync of a directory inode).
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	if n.IsDir() {
 		ctx, cancel := n.m.change(ctx)

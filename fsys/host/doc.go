@@ -9,7 +9,7 @@
 //
 // Open creates the volume (a random root Ino, version 0, no records) on
 // first open and reopens it after; a client writes the root directory
-// (fsys.Client.InitVolume). Close is idempotent; after it every method
+// (fsys/client: Client.InitVolume). Close is idempotent; after it every method
 // fails with fsys.ErrUnavailable.
 //
 // # Durability and crash safety

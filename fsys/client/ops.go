@@ -1,4 +1,4 @@
-package fsys
+package client
 
 import (
 	"context"
@@ -7,25 +7,26 @@ import (
 	"sort"
 
 	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/fsys"
 	"blocktree.dev/bt/paths"
 )
 
 var (
-	_ FS        = (*Client)(nil)
-	_ Versioned = (*Client)(nil)
-	_ Sharer    = (*Client)(nil)
+	_ fsys.FS        = (*Client)(nil)
+	_ fsys.Versioned = (*Client)(nil)
+	_ fsys.Sharer    = (*Client)(nil)
 
-	_ FileFlusher   = (*Client)(nil)
-	_ FileCommitter = (*Client)(nil)
+	_ fsys.FileFlusher   = (*Client)(nil)
+	_ fsys.FileCommitter = (*Client)(nil)
 )
 
 // InitVolume writes the root directory of a new, empty volume on h (with
 // Grant = the volume path and a readcap of its key for this node). It is
 // idempotent: on a volume whose root exists it only checks that this node
 // can open it (ErrPermission otherwise).
-func (c *Client) InitVolume(ctx context.Context, h Host, mode uint32) error {
+func (c *Client) InitVolume(ctx context.Context, h fsys.Host, mode uint32) error {
 	if mode&^07777 != 0 {
-		return fmt.Errorf("fsys: init volume: mode %o: %w", mode, ErrInvalid)
+		return fmt.Errorf("fsys: init volume: mode %o: %w", mode, fsys.ErrInvalid)
 	}
 	info, err := h.Info(ctx)
 	if err != nil {
@@ -35,7 +36,7 @@ func (c *Client) InitVolume(ctx context.Context, h Host, mode uint32) error {
 	if err != nil {
 		return err
 	}
-	recs, err := h.Get(ctx, 0, RecordKey{Ino: v.root})
+	recs, err := h.Get(ctx, 0, fsys.RecordKey{Ino: v.root})
 	if err != nil {
 		return fmt.Errorf("fsys: init volume: %w", err)
 	}
@@ -47,27 +48,27 @@ func (c *Client) InitVolume(ctx context.Context, h Host, mode uint32) error {
 		return err
 	}
 	key := newKey()
-	rc, err := caps.WrapKey(c.cfg.HostCert.Node, key, ReadcapPurpose(v.root))
+	rc, err := caps.WrapKey(c.cfg.HostCert.Node, key, fsys.ReadcapPurpose(v.root))
 	if err != nil {
 		return fmt.Errorf("fsys: init volume: readcap: %w", err)
 	}
 	now := c.now().UnixNano()
-	n := &inode{Kind: KindDir, Mode: mode, Nlink: 2, Mtime: now, Ctime: now, Atime: now,
+	n := &inode{Kind: fsys.KindDir, Mode: mode, Nlink: 2, Mtime: now, Ctime: now, Atime: now,
 		Owner: string(c.cfg.NodeID), Readers: []string{string(c.cfg.NodeID)}}
 	_, err = c.updateDurable(ctx, v, "init", func(b *txb) error {
-		b.touch(RecordKey{Ino: v.root}, 0)
-		b.rc = []Readcap{{Ino: v.root, Reader: c.cfg.NodeID, Cap: rc.Marshal()}}
+		b.touch(fsys.RecordKey{Ino: v.root}, 0)
+		b.rc = []fsys.Readcap{{Ino: v.root, Reader: c.cfg.NodeID, Cap: rc.Marshal()}}
 		b.learnKeys[v.root] = key
 		return b.putInode(v.root, 0, v.path, n, key)
 	})
-	if errors.Is(err, ErrConflict) {
+	if errors.Is(err, fsys.ErrConflict) {
 		return c.InitVolume(ctx, h, mode) // someone else made it
 	}
 	return err
 }
 
 // Getattr returns ino's attributes (with this client's pending writes).
-func (c *Client) Getattr(ctx context.Context, ino Ino) (Attr, error) {
+func (c *Client) Getattr(ctx context.Context, ino fsys.Ino) (fsys.Attr, error) {
 	if f := c.fileIfPending(ino); f != nil {
 		if a, ok := f.attr(); ok {
 			return a, nil
@@ -75,41 +76,41 @@ func (c *Client) Getattr(ctx context.Context, ino Ino) (Attr, error) {
 	}
 	_, ce, err := c.inodeOf(ctx, ino)
 	if err != nil {
-		return Attr{}, err
+		return fsys.Attr{}, err
 	}
 	return attrOf(ino, ce.n, ce.rec.Version), nil
 }
 
 // Lookup finds name in directory dir.
-func (c *Client) Lookup(ctx context.Context, dir Ino, name string) (Attr, error) {
+func (c *Client) Lookup(ctx context.Context, dir fsys.Ino, name string) (fsys.Attr, error) {
 	if err := validName(name); err != nil {
-		return Attr{}, fmt.Errorf("fsys: lookup %q: %w", name, err)
+		return fsys.Attr{}, fmt.Errorf("fsys: lookup %q: %w", name, err)
 	}
 	in, ce, err := c.inodeOf(ctx, dir)
 	if err != nil {
-		return Attr{}, err
+		return fsys.Attr{}, err
 	}
-	if ce.n.Kind != KindDir {
-		return Attr{}, fmt.Errorf("fsys: lookup %q: %w", name, ErrNotDir)
+	if ce.n.Kind != fsys.KindDir {
+		return fsys.Attr{}, fmt.Errorf("fsys: lookup %q: %w", name, fsys.ErrNotDir)
 	}
 	_, ece, err := c.entryOf(ctx, in, dir, name)
 	if err != nil {
-		return Attr{}, err
+		return fsys.Attr{}, err
 	}
 	if ece.rec == nil {
-		return Attr{}, fmt.Errorf("fsys: lookup %q: %w", name, ErrNotExist)
+		return fsys.Attr{}, fmt.Errorf("fsys: lookup %q: %w", name, fsys.ErrNotExist)
 	}
 	return c.Getattr(ctx, ece.e.Ino)
 }
 
 // Readdir lists directory dir, sorted by name.
-func (c *Client) Readdir(ctx context.Context, dir Ino) ([]DirEntry, error) {
+func (c *Client) Readdir(ctx context.Context, dir fsys.Ino) ([]fsys.DirEntry, error) {
 	in, ce, err := c.inodeOf(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
-	if ce.n.Kind != KindDir {
-		return nil, fmt.Errorf("fsys: readdir: %w", ErrNotDir)
+	if ce.n.Kind != fsys.KindDir {
+		return nil, fmt.Errorf("fsys: readdir: %w", fsys.ErrNotDir)
 	}
 	v := in.vol
 	c.mu.Lock()
@@ -117,12 +118,12 @@ func (c *Client) Readdir(ctx context.Context, dir Ino) ([]DirEntry, error) {
 	watching := v.watching
 	c.mu.Unlock()
 	if l != nil && l.dirVer == ce.rec.Version && watching {
-		return append([]DirEntry(nil), l.ents...), nil
+		return append([]fsys.DirEntry(nil), l.ents...), nil
 	}
 	recs, err := v.host.List(ctx, 0, dir)
 	if err != nil {
-		if errors.Is(err, ErrUnavailable) && l != nil {
-			return append([]DirEntry(nil), l.ents...), nil
+		if errors.Is(err, fsys.ErrUnavailable) && l != nil {
+			return append([]fsys.DirEntry(nil), l.ents...), nil
 		}
 		return nil, fmt.Errorf("fsys: readdir: %w", err)
 	}
@@ -133,48 +134,48 @@ func (c *Client) Readdir(ctx context.Context, dir Ino) ([]DirEntry, error) {
 	c.mu.Lock()
 	v.lists[dir] = &listing{dirVer: ce.rec.Version, ents: ents}
 	c.mu.Unlock()
-	return append([]DirEntry(nil), ents...), nil
+	return append([]fsys.DirEntry(nil), ents...), nil
 }
 
-func (c *Client) openEntries(v *volume, in *inoInfo, dir Ino, recs []Record) ([]DirEntry, error) {
+func (c *Client) openEntries(v *volume, in *inoInfo, dir fsys.Ino, recs []fsys.Record) ([]fsys.DirEntry, error) {
 	key, err := c.keyOf(in, dir)
 	if err != nil {
 		return nil, err
 	}
-	ents := make([]DirEntry, 0, len(recs))
+	ents := make([]fsys.DirEntry, 0, len(recs))
 	for i := range recs {
 		ce := &cached{rec: &recs[i]}
 		if err := c.openEntryRec(v, key, recs[i].Key, ce, ""); err != nil {
 			return nil, err
 		}
-		ents = append(ents, DirEntry{Name: ce.e.Name, Ino: ce.e.Ino, Kind: ce.e.Kind})
+		ents = append(ents, fsys.DirEntry{Name: ce.e.Name, Ino: ce.e.Ino, Kind: ce.e.Kind})
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
 	return ents, nil
 }
 
 // Readlink returns a symlink's target.
-func (c *Client) Readlink(ctx context.Context, ino Ino) (string, error) {
+func (c *Client) Readlink(ctx context.Context, ino fsys.Ino) (string, error) {
 	_, ce, err := c.inodeOf(ctx, ino)
 	if err != nil {
 		return "", err
 	}
-	if ce.n.Kind != KindSymlink {
-		return "", fmt.Errorf("fsys: readlink: %w", ErrInvalid)
+	if ce.n.Kind != fsys.KindSymlink {
+		return "", fmt.Errorf("fsys: readlink: %w", fsys.ErrInvalid)
 	}
 	return ce.n.Target, nil
 }
 
 // StatFS reports fixed, generous numbers: a host's quota is not visible to
 // clients yet.
-func (c *Client) StatFS(ctx context.Context, ino Ino) (StatFS, error) {
+func (c *Client) StatFS(ctx context.Context, ino fsys.Ino) (fsys.StatFS, error) {
 	if _, err := c.info(ino); err != nil {
-		return StatFS{}, err
+		return fsys.StatFS{}, err
 	}
-	return StatFS{BlockSize: 4096, Blocks: 1 << 30, BlocksFree: 1 << 30, Files: 1 << 32, NameMax: MaxName}, nil
+	return fsys.StatFS{BlockSize: 4096, Blocks: 1 << 30, BlocksFree: 1 << 30, Files: 1 << 32, NameMax: fsys.MaxName}, nil
 }
 
-func (c *Client) volOf(ino Ino) (*volume, error) {
+func (c *Client) volOf(ino fsys.Ino) (*volume, error) {
 	in, err := c.info(ino)
 	if err != nil {
 		return nil, err
@@ -183,16 +184,16 @@ func (c *Client) volOf(ino Ino) (*volume, error) {
 }
 
 // mknod creates a child of dir (the body of Create, Mkdir, Symlink).
-func (c *Client) mknod(ctx context.Context, op string, dir Ino, name string, n *inode, excl bool) (Attr, error) {
+func (c *Client) mknod(ctx context.Context, op string, dir fsys.Ino, name string, n *inode, excl bool) (fsys.Attr, error) {
 	if err := validName(name); err != nil {
-		return Attr{}, fmt.Errorf("fsys: %s %q: %w", op, name, err)
+		return fsys.Attr{}, fmt.Errorf("fsys: %s %q: %w", op, name, err)
 	}
 	v, err := c.volOf(dir)
 	if err != nil {
-		return Attr{}, err
+		return fsys.Attr{}, err
 	}
 	ino, key := newIno(), newKey()
-	var existing Ino
+	var existing fsys.Ino
 	ver, err := c.update(ctx, v, op, func(b *txb) error {
 		existing = 0
 		din, dn, err := b.dir(ctx, dir)
@@ -204,11 +205,11 @@ func (c *Client) mknod(ctx context.Context, op string, dir Ino, name string, n *
 			return err
 		}
 		if e != nil {
-			if excl || n.Kind != KindFile {
-				return fmt.Errorf("fsys: %s %q: %w", op, name, ErrExist)
+			if excl || n.Kind != fsys.KindFile {
+				return fmt.Errorf("fsys: %s %q: %w", op, name, fsys.ErrExist)
 			}
-			if e.Kind == KindDir {
-				return fmt.Errorf("fsys: %s %q: %w", op, name, ErrIsDir)
+			if e.Kind == fsys.KindDir {
+				return fmt.Errorf("fsys: %s %q: %w", op, name, fsys.ErrIsDir)
 			}
 			existing = e.Ino
 			return nil
@@ -219,7 +220,7 @@ func (c *Client) mknod(ctx context.Context, op string, dir Ino, name string, n *
 		}
 		now := c.now().UnixNano()
 		n.Mtime, n.Ctime, n.Atime, n.Owner, n.Name = now, now, now, string(c.cfg.NodeID), name
-		b.touch(RecordKey{Ino: ino}, 0)
+		b.touch(fsys.RecordKey{Ino: ino}, 0)
 		if err := b.putInode(ino, dir, paths.Path{}, n, key); err != nil {
 			return err
 		}
@@ -227,7 +228,7 @@ func (c *Client) mknod(ctx context.Context, op string, dir Ino, name string, n *
 			return err
 		}
 		dn.Size++
-		if n.Kind == KindDir {
+		if n.Kind == fsys.KindDir {
 			dn.Nlink++
 		}
 		dn.Mtime, dn.Ctime = now, now
@@ -235,7 +236,7 @@ func (c *Client) mknod(ctx context.Context, op string, dir Ino, name string, n *
 		return b.putInode(dir, b.parents[dir], b.grants[dir], dn, dkey)
 	})
 	if err != nil {
-		return Attr{}, err
+		return fsys.Attr{}, err
 	}
 	if existing != 0 {
 		return c.Getattr(ctx, existing)
@@ -244,36 +245,36 @@ func (c *Client) mknod(ctx context.Context, op string, dir Ino, name string, n *
 }
 
 // Create makes a regular file (see FS).
-func (c *Client) Create(ctx context.Context, dir Ino, name string, mode uint32, excl bool) (Attr, error) {
+func (c *Client) Create(ctx context.Context, dir fsys.Ino, name string, mode uint32, excl bool) (fsys.Attr, error) {
 	if mode&^07777 != 0 {
-		return Attr{}, fmt.Errorf("fsys: create: mode %o: %w", mode, ErrInvalid)
+		return fsys.Attr{}, fmt.Errorf("fsys: create: mode %o: %w", mode, fsys.ErrInvalid)
 	}
-	return c.mknod(ctx, "create", dir, name, &inode{Kind: KindFile, Mode: mode, Nlink: 1}, excl)
+	return c.mknod(ctx, "create", dir, name, &inode{Kind: fsys.KindFile, Mode: mode, Nlink: 1}, excl)
 }
 
 // Mkdir makes a directory.
-func (c *Client) Mkdir(ctx context.Context, dir Ino, name string, mode uint32) (Attr, error) {
+func (c *Client) Mkdir(ctx context.Context, dir fsys.Ino, name string, mode uint32) (fsys.Attr, error) {
 	if mode&^07777 != 0 {
-		return Attr{}, fmt.Errorf("fsys: mkdir: mode %o: %w", mode, ErrInvalid)
+		return fsys.Attr{}, fmt.Errorf("fsys: mkdir: mode %o: %w", mode, fsys.ErrInvalid)
 	}
-	return c.mknod(ctx, "mkdir", dir, name, &inode{Kind: KindDir, Mode: mode, Nlink: 2}, true)
+	return c.mknod(ctx, "mkdir", dir, name, &inode{Kind: fsys.KindDir, Mode: mode, Nlink: 2}, true)
 }
 
 // Symlink makes a symbolic link to target.
-func (c *Client) Symlink(ctx context.Context, dir Ino, name, target string) (Attr, error) {
-	if target == "" || len(target) > MaxTargetLen {
-		return Attr{}, fmt.Errorf("fsys: symlink: target of %d bytes: %w", len(target), ErrInvalid)
+func (c *Client) Symlink(ctx context.Context, dir fsys.Ino, name, target string) (fsys.Attr, error) {
+	if target == "" || len(target) > fsys.MaxTargetLen {
+		return fsys.Attr{}, fmt.Errorf("fsys: symlink: target of %d bytes: %w", len(target), fsys.ErrInvalid)
 	}
-	return c.mknod(ctx, "symlink", dir, name, &inode{Kind: KindSymlink, Mode: 0o777, Nlink: 1, Target: target, Size: uint64(len(target))}, true)
+	return c.mknod(ctx, "symlink", dir, name, &inode{Kind: fsys.KindSymlink, Mode: 0o777, Nlink: 1, Target: target, Size: uint64(len(target))}, true)
 }
 
 // remove is Unlink and Rmdir.
-func (c *Client) remove(ctx context.Context, op string, dir Ino, name string, wantDir bool) error {
+func (c *Client) remove(ctx context.Context, op string, dir fsys.Ino, name string, wantDir bool) error {
 	v, err := c.volOf(dir)
 	if err != nil {
 		return err
 	}
-	var gone Ino
+	var gone fsys.Ino
 	var before uint64
 	_, err = c.update(ctx, v, op, func(b *txb) error {
 		din, dn, err := b.dir(ctx, dir)
@@ -285,16 +286,16 @@ func (c *Client) remove(ctx context.Context, op string, dir Ino, name string, wa
 			return err
 		}
 		if e == nil {
-			return fmt.Errorf("fsys: %s %q: %w", op, name, ErrNotExist)
+			return fmt.Errorf("fsys: %s %q: %w", op, name, fsys.ErrNotExist)
 		}
-		if wantDir && e.Kind != KindDir {
-			return fmt.Errorf("fsys: %s %q: %w", op, name, ErrNotDir)
+		if wantDir && e.Kind != fsys.KindDir {
+			return fmt.Errorf("fsys: %s %q: %w", op, name, fsys.ErrNotDir)
 		}
-		if !wantDir && e.Kind == KindDir {
-			return fmt.Errorf("fsys: %s %q: %w", op, name, ErrIsDir)
+		if !wantDir && e.Kind == fsys.KindDir {
+			return fmt.Errorf("fsys: %s %q: %w", op, name, fsys.ErrIsDir)
 		}
 		_, cn, cver, err := b.inode(ctx, e.Ino)
-		if err != nil && !errors.Is(err, ErrNotExist) {
+		if err != nil && !errors.Is(err, fsys.ErrNotExist) {
 			return err
 		}
 		if wantDir && cn != nil {
@@ -303,7 +304,7 @@ func (c *Client) remove(ctx context.Context, op string, dir Ino, name string, wa
 				return err
 			}
 			if len(recs) > 0 || cn.Size > 0 {
-				return fmt.Errorf("fsys: %s %q: %w", op, name, ErrNotEmpty)
+				return fmt.Errorf("fsys: %s %q: %w", op, name, fsys.ErrNotEmpty)
 			}
 		}
 		dkey, err := c.keyOf(din, dir)
@@ -312,7 +313,7 @@ func (c *Client) remove(ctx context.Context, op string, dir Ino, name string, wa
 		}
 		b.delete(k)
 		if cn != nil {
-			b.delete(RecordKey{Ino: e.Ino})
+			b.delete(fsys.RecordKey{Ino: e.Ino})
 		}
 		now := c.now().UnixNano()
 		if dn.Size > 0 {
@@ -339,17 +340,17 @@ func (c *Client) remove(ctx context.Context, op string, dir Ino, name string, wa
 
 // Unlink removes a file or symlink. An open file stays readable by this
 // client (from the version before the unlink); writes to it fail.
-func (c *Client) Unlink(ctx context.Context, dir Ino, name string) error {
+func (c *Client) Unlink(ctx context.Context, dir fsys.Ino, name string) error {
 	return c.remove(ctx, "unlink", dir, name, false)
 }
 
 // Rmdir removes an empty directory.
-func (c *Client) Rmdir(ctx context.Context, dir Ino, name string) error {
+func (c *Client) Rmdir(ctx context.Context, dir fsys.Ino, name string) error {
 	return c.remove(ctx, "rmdir", dir, name, true)
 }
 
 // Rename moves dir/name to newDir/newName (see FS and RenameFlags).
-func (c *Client) Rename(ctx context.Context, dir Ino, name string, newDir Ino, newName string, flags RenameFlags) error {
+func (c *Client) Rename(ctx context.Context, dir fsys.Ino, name string, newDir fsys.Ino, newName string, flags fsys.RenameFlags) error {
 	if err := checkRenameArgs(name, newName, flags); err != nil {
 		return err
 	}
@@ -362,7 +363,7 @@ func (c *Client) Rename(ctx context.Context, dir Ino, name string, newDir Ino, n
 		return err
 	}
 	if v != v2 {
-		return fmt.Errorf("fsys: rename: %w", ErrCrossVolume)
+		return fmt.Errorf("fsys: rename: %w", fsys.ErrCrossVolume)
 	}
 	if dir == newDir && name == newName {
 		_, err := c.Lookup(ctx, dir, name)
@@ -386,9 +387,9 @@ func (c *Client) Rename(ctx context.Context, dir Ino, name string, newDir Ino, n
 }
 
 // checkRenameArgs checks Rename's flags and names.
-func checkRenameArgs(name, newName string, flags RenameFlags) error {
-	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
-		return fmt.Errorf("fsys: rename: flags %#x: %w", flags, ErrInvalid)
+func checkRenameArgs(name, newName string, flags fsys.RenameFlags) error {
+	if flags&^(fsys.RenameNoReplace|fsys.RenameExchange) != 0 || flags == fsys.RenameNoReplace|fsys.RenameExchange {
+		return fmt.Errorf("fsys: rename: flags %#x: %w", flags, fsys.ErrInvalid)
 	}
 	for _, n := range []string{name, newName} {
 		if err := validName(n); err != nil {
@@ -401,7 +402,7 @@ func checkRenameArgs(name, newName string, flags RenameFlags) error {
 // forgetReplaced marks the inode a rename replaced (0: none) unlinked as
 // of its version ver, so that open files read that version, and drops its
 // write-back state.
-func (c *Client) forgetReplaced(ino Ino, ver uint64) {
+func (c *Client) forgetReplaced(ino fsys.Ino, ver uint64) {
 	if ino == 0 {
 		return
 	}
@@ -421,16 +422,16 @@ type renameOp struct {
 	c             *Client
 	v             *volume
 	b             *txb
-	dir, newDir   Ino
+	dir, newDir   fsys.Ino
 	name, newName string
-	flags         RenameFlags
+	flags         fsys.RenameFlags
 	now           int64
 	sin, tin      *inoInfo
-	sdn, tdn      *inode    // the directories
-	sk, tk        RecordKey // the entries' keys
-	se, te        *entry    // the entries (te nil: no target)
-	skey, tkey    []byte    // the directories' keys
-	replaced      Ino       // the inode the rename replaced (0: none)
+	sdn, tdn      *inode         // the directories
+	sk, tk        fsys.RecordKey // the entries' keys
+	se, te        *entry         // the entries (te nil: no target)
+	skey, tkey    []byte         // the directories' keys
+	replaced      fsys.Ino       // the inode the rename replaced (0: none)
 	replacedVer   uint64
 }
 
@@ -453,7 +454,7 @@ func (r *renameOp) build(ctx context.Context) error {
 		return err
 	}
 	r.now = r.c.now().UnixNano()
-	if r.flags&RenameExchange != 0 {
+	if r.flags&fsys.RenameExchange != 0 {
 		err = r.exchange(ctx)
 	} else {
 		err = r.replace(ctx)
@@ -480,7 +481,7 @@ func (r *renameOp) load(ctx context.Context) error {
 		return err
 	}
 	if r.se == nil {
-		return fmt.Errorf("fsys: rename %q: %w", r.name, ErrNotExist)
+		return fmt.Errorf("fsys: rename %q: %w", r.name, fsys.ErrNotExist)
 	}
 	r.tk, r.te, err = r.b.entry(ctx, r.tin, r.newDir, r.newName)
 	return err
@@ -489,11 +490,11 @@ func (r *renameOp) load(ctx context.Context) error {
 // check applies the flags to the target and keeps a directory out of its
 // own subtree.
 func (r *renameOp) check(ctx context.Context) error {
-	if r.flags&RenameNoReplace != 0 && r.te != nil {
-		return fmt.Errorf("fsys: rename to %q: %w", r.newName, ErrExist)
+	if r.flags&fsys.RenameNoReplace != 0 && r.te != nil {
+		return fmt.Errorf("fsys: rename to %q: %w", r.newName, fsys.ErrExist)
 	}
-	if r.flags&RenameExchange != 0 && r.te == nil {
-		return fmt.Errorf("fsys: exchange with %q: %w", r.newName, ErrNotExist)
+	if r.flags&fsys.RenameExchange != 0 && r.te == nil {
+		return fmt.Errorf("fsys: exchange with %q: %w", r.newName, fsys.ErrNotExist)
 	}
 	if r.newDir != r.dir {
 		return r.c.checkNotUnder(ctx, r.b, r.newDir, r.se.Ino, r.te)
@@ -518,10 +519,10 @@ func (r *renameOp) exchange(ctx context.Context) error {
 		return err
 	}
 	if r.newDir != r.dir && se.Kind != te.Kind {
-		if se.Kind == KindDir {
+		if se.Kind == fsys.KindDir {
 			r.sdn.Nlink--
 			r.tdn.Nlink++
-		} else if te.Kind == KindDir {
+		} else if te.Kind == fsys.KindDir {
 			r.sdn.Nlink++
 			r.tdn.Nlink--
 		}
@@ -549,7 +550,7 @@ func (r *renameOp) replace(ctx context.Context) error {
 		r.sdn.Size--
 	}
 	r.tdn.Size++
-	if se.Kind == KindDir && r.newDir != r.dir {
+	if se.Kind == fsys.KindDir && r.newDir != r.dir {
 		r.sdn.Nlink--
 		r.tdn.Nlink++
 	}
@@ -560,40 +561,40 @@ func (r *renameOp) replace(ctx context.Context) error {
 // or a directory onto an empty directory.
 func (r *renameOp) removeTarget(ctx context.Context) error {
 	se, te := r.se, r.te
-	if se.Kind == KindDir && te.Kind != KindDir {
-		return fmt.Errorf("fsys: rename onto %q: %w", r.newName, ErrNotDir)
+	if se.Kind == fsys.KindDir && te.Kind != fsys.KindDir {
+		return fmt.Errorf("fsys: rename onto %q: %w", r.newName, fsys.ErrNotDir)
 	}
-	if se.Kind != KindDir && te.Kind == KindDir {
-		return fmt.Errorf("fsys: rename onto %q: %w", r.newName, ErrIsDir)
+	if se.Kind != fsys.KindDir && te.Kind == fsys.KindDir {
+		return fmt.Errorf("fsys: rename onto %q: %w", r.newName, fsys.ErrIsDir)
 	}
 	_, tn, tver, err := r.b.inode(ctx, te.Ino)
-	if err != nil && !errors.Is(err, ErrNotExist) {
+	if err != nil && !errors.Is(err, fsys.ErrNotExist) {
 		return err
 	}
-	if te.Kind == KindDir && tn != nil {
+	if te.Kind == fsys.KindDir && tn != nil {
 		recs, err := r.v.host.List(ctx, 0, te.Ino)
 		if err != nil {
 			return err
 		}
 		if len(recs) > 0 || tn.Size > 0 {
-			return fmt.Errorf("fsys: rename onto %q: %w", r.newName, ErrNotEmpty)
+			return fmt.Errorf("fsys: rename onto %q: %w", r.newName, fsys.ErrNotEmpty)
 		}
 	}
 	if tn != nil {
-		r.b.delete(RecordKey{Ino: te.Ino})
+		r.b.delete(fsys.RecordKey{Ino: te.Ino})
 	}
 	r.replaced, r.replacedVer = te.Ino, tver
 	if r.tdn.Size > 0 {
 		r.tdn.Size--
 	}
-	if te.Kind == KindDir {
+	if te.Kind == fsys.KindDir {
 		r.tdn.Nlink--
 	}
 	return nil
 }
 
 // moveInode rewrites e's inode under directory to with its new name.
-func (r *renameOp) moveInode(ctx context.Context, e *entry, to Ino, newName string) error {
+func (r *renameOp) moveInode(ctx context.Context, e *entry, to fsys.Ino, newName string) error {
 	_, cn, _, err := r.b.inode(ctx, e.Ino)
 	if err != nil {
 		return err
@@ -618,10 +619,10 @@ func (r *renameOp) touchDirs() error {
 
 // checkNotUnder refuses to move ino (or, in an exchange, te) into its own
 // subtree: it walks from dest up through Parent.
-func (c *Client) checkNotUnder(ctx context.Context, b *txb, dest, ino Ino, te *entry) error {
+func (c *Client) checkNotUnder(ctx context.Context, b *txb, dest, ino fsys.Ino, te *entry) error {
 	for cur, depth := dest, 0; cur != 0 && depth < 4096; depth++ {
-		if cur == ino || (te != nil && te.Kind == KindDir && cur == te.Ino) {
-			return fmt.Errorf("fsys: rename: a directory cannot move under itself: %w", ErrInvalid)
+		if cur == ino || (te != nil && te.Kind == fsys.KindDir && cur == te.Ino) {
+			return fmt.Errorf("fsys: rename: a directory cannot move under itself: %w", fsys.ErrInvalid)
 		}
 		if p, ok := b.parents[cur]; ok {
 			cur = p
@@ -637,36 +638,36 @@ func (c *Client) checkNotUnder(ctx context.Context, b *txb, dest, ino Ino, te *e
 }
 
 // Setattr changes mode, size (files) and times.
-func (c *Client) Setattr(ctx context.Context, ino Ino, sa SetAttr) (Attr, error) {
+func (c *Client) Setattr(ctx context.Context, ino fsys.Ino, sa fsys.SetAttr) (fsys.Attr, error) {
 	if sa.Mode != nil && *sa.Mode&^07777 != 0 {
-		return Attr{}, fmt.Errorf("fsys: setattr: mode %o: %w", *sa.Mode, ErrInvalid)
+		return fsys.Attr{}, fmt.Errorf("fsys: setattr: mode %o: %w", *sa.Mode, fsys.ErrInvalid)
 	}
 	_, ce, err := c.inodeOf(ctx, ino)
 	if err != nil {
-		return Attr{}, err
+		return fsys.Attr{}, err
 	}
-	if ce.n.Kind == KindFile {
+	if ce.n.Kind == fsys.KindFile {
 		f, err := c.file(ctx, ino)
 		if err != nil {
-			return Attr{}, err
+			return fsys.Attr{}, err
 		}
 		if err := f.setattr(ctx, sa); err != nil {
-			return Attr{}, err
+			return fsys.Attr{}, err
 		}
 		if err := f.sync(ctx, false); err != nil {
-			return Attr{}, err
+			return fsys.Attr{}, err
 		}
 		return c.Getattr(ctx, ino)
 	}
 	if sa.Size != nil {
-		if ce.n.Kind == KindDir {
-			return Attr{}, fmt.Errorf("fsys: truncate: %w", ErrIsDir)
+		if ce.n.Kind == fsys.KindDir {
+			return fsys.Attr{}, fmt.Errorf("fsys: truncate: %w", fsys.ErrIsDir)
 		}
-		return Attr{}, fmt.Errorf("fsys: truncate: %w", ErrInvalid)
+		return fsys.Attr{}, fmt.Errorf("fsys: truncate: %w", fsys.ErrInvalid)
 	}
 	v, err := c.volOf(ino)
 	if err != nil {
-		return Attr{}, err
+		return fsys.Attr{}, err
 	}
 	_, err = c.update(ctx, v, "setattr", func(b *txb) error {
 		in, n, _, err := b.inode(ctx, ino)
@@ -681,12 +682,12 @@ func (c *Client) Setattr(ctx context.Context, ino Ino, sa SetAttr) (Attr, error)
 		return b.putInode(ino, b.parents[ino], b.grants[ino], n, key)
 	})
 	if err != nil {
-		return Attr{}, err
+		return fsys.Attr{}, err
 	}
 	return c.Getattr(ctx, ino)
 }
 
-func applyAttrs(n *inode, sa SetAttr, now int64) {
+func applyAttrs(n *inode, sa fsys.SetAttr, now int64) {
 	if sa.Mode != nil {
 		n.Mode = *sa.Mode
 	}
