@@ -1,6 +1,6 @@
 package daemon
 
-// The file system in the daemon (docs/fs.md, "Hosting"): the fsys.Client
+// The file system in the daemon (docs/fs.md, "Hosting"): the client.Client
 // every API call and mount uses, the volumes this node hosts (fsys/host)
 // and serves to peers (fsys/remote), the default readcaps for domain
 // members, the mounts, and the /v1/fs/ API endpoints.
@@ -32,6 +32,7 @@ import (
 	"blocktree.dev/bt/blocks/exchange"
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/fsys"
+	"blocktree.dev/bt/fsys/client"
 	"blocktree.dev/bt/fsys/host"
 	"blocktree.dev/bt/fsys/remote"
 	"blocktree.dev/bt/fuse"
@@ -80,7 +81,7 @@ type fsService struct {
 	log     *slog.Logger
 	nodeW   *caps.Writecap
 	verify  *caps.Verifier
-	client  *fsys.Client
+	client  *client.Client
 	server  *remote.Server
 	loc     *remote.Locator
 	ctx     context.Context // the service's life
@@ -140,7 +141,7 @@ func startFS(ctx context.Context, r *repo.Repo, node *p2p.Node, id *p2p.Identity
 			cw = hw
 		}
 	}
-	f.client, err = fsys.NewClient(fsys.Config{
+	f.client, err = client.New(client.Config{
 		Node: r.Config.Node, NodeID: r.Config.NodeID, HostKey: id.HostKey, HostCert: id.Cert, Writecap: cw,
 		Decapsulate: decapsulate(r), Store: store,
 		Fetch: func(ctx context.Context, cids []cid.Cid, h paths.Path) error {

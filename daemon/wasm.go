@@ -7,7 +7,7 @@ package daemon
 // Control plane. Every node watches its deployment directory
 // /<root>/<node>/deploy/ (made on start when this node may, else when it
 // first can). Every file there is a signed manifest. The watcher keeps one
-// deployment per file name and reconciles on every change: fsys.Client
+// deployment per file name and reconciles on every change: client.Client
 // Notify wakes it for changes made by other nodes, and it re-scans every
 // deployRescan anyway (changes made through this node's own client, by
 // the API or a mount, are not notified). A new or changed file is read,
@@ -39,6 +39,7 @@ import (
 	"blocktree.dev/bt/api"
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/fsys"
+	"blocktree.dev/bt/fsys/client"
 	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
@@ -566,7 +567,7 @@ func joinPaths(ps []paths.Path) string {
 
 // readFull reads file ino from offset 0 into buf until buf is full or
 // the file ends, and returns the bytes read.
-func readFull(ctx context.Context, c *fsys.Client, ino fsys.Ino, buf []byte) (int, error) {
+func readFull(ctx context.Context, c *client.Client, ino fsys.Ino, buf []byte) (int, error) {
 	off := 0
 	for off < len(buf) {
 		n, err := c.ReadAt(ctx, ino, buf[off:], int64(off))

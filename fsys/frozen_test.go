@@ -35,11 +35,15 @@ func TestWriteFrozenTx(t *testing.T) {
 	b, _ := blocks.NewBlock([]byte("block"))
 	var ek fsys.RecordKey
 	ek.Ino, ek.Name[0] = 1, 7
+	rc, err := caps.WrapKey(d.Root.PublicKey(), make([]byte, 32), "p")
+	if err != nil {
+		t.Fatal(err)
+	}
 	tx := &fsys.Tx{Volume: vol, Op: "create", Time: now, Writecap: wc, HostCert: cert,
 		Base:          []fsys.Base{{Key: fsys.RecordKey{Ino: 2}}, {Key: ek, Version: 3}},
 		Put:           []fsys.Record{{Key: fsys.RecordKey{Ino: 2}, Parent: 1, Sealed: []byte("sealed"), Blocks: []cid.Cid{b.CID}, Grant: vol}},
 		Delete:        []fsys.RecordKey{ek},
-		Readcaps:      []fsys.Readcap{{Ino: 2, Reader: d.ID, Cap: must(caps.WrapKey(d.Root.PublicKey(), make([]byte, 32), "p")).Marshal()}},
+		Readcaps:      []fsys.Readcap{{Ino: 2, Reader: d.ID, Cap: rc.Marshal()}},
 		RevokeReaders: []fsys.Readcap{{Ino: 2, Reader: d.ID}}}
 	if err := fsys.SignTx(tx, hk); err != nil {
 		t.Fatal(err)

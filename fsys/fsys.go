@@ -2,7 +2,7 @@
 // symlinks with POSIX metadata, encrypted on the client, stored by hosts
 // that cannot read them, with capabilities deciding who reads and writes.
 // docs/fs.md is the design; this file is the contract that the client
-// (fsys.Client), the hosts (fsys/host, fsys/remote) and the kernel adapter
+// (fsys/client), the hosts (fsys/host, fsys/remote) and the kernel adapter
 // (package fuse) share. It imports no implementation.
 //
 // # Volumes, records, versions
@@ -185,6 +185,25 @@ type Versioned interface {
 	ReaddirAt(ctx context.Context, p paths.Path, v uint64) ([]DirEntry, error)
 	// GetattrAt returns the attributes of p as of version v.
 	GetattrAt(ctx context.Context, p paths.Path, v uint64) (Attr, error)
+}
+
+// FileFlusher is implemented by an FS that can start committing a file's
+// pending writes in the background and return at once (close(2) without
+// durability). A later Fsync of the file waits for that commit and makes
+// everything durable. The fuse adapter calls it on FLUSH; without it, a
+// flush is a full Fsync.
+type FileFlusher interface {
+	Flush(ctx context.Context, ino Ino) error
+}
+
+// FileCommitter is implemented by an FS that can commit a file's pending
+// writes without making them durable (ordered and visible to other
+// readers, durable after a later Fsync), waiting for a commit a Flush
+// started. The fuse adapter calls it before an operation that needs the
+// writes at the host (an unlink of an open file); without it, such an
+// operation gets a full Fsync.
+type FileCommitter interface {
+	CommitFile(ctx context.Context, ino Ino) error
 }
 
 // LogEntry is one committed change.

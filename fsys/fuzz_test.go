@@ -2,7 +2,6 @@ package fsys
 
 import (
 	"bytes"
-	"crypto/rand"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,44 +10,6 @@ import (
 // Native fuzz targets for every decoder; seeds are committed under
 // testdata/fuzz/<Name>/ (regenerate with BT_WRITE_FUZZ_SEEDS=1 go test -run
 // TestWriteFuzzSeeds).
-
-func FuzzDecodeInode(f *testing.F) {
-	for _, s := range inodeSeeds() {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		n, err := decodeInode(b)
-		if err != nil {
-			return
-		}
-		again, err := encodeInode(n)
-		if err != nil || !bytes.Equal(again, b) {
-			t.Fatalf("re-encoding differs: %v", err)
-		}
-	})
-}
-
-func FuzzDecodeEntry(f *testing.F) {
-	for _, s := range entrySeeds() {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		decodeEntry(b)
-	})
-}
-
-func FuzzOpenSealed(f *testing.F) {
-	key := make([]byte, 32)
-	for _, s := range inodeSeeds() {
-		sealed, _ := sealBox(key, infoInode, recordAD('i', RecordKey{Ino: 7}), s)
-		f.Add(sealed)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if n, err := openInode(key, 7, b); err == nil && n == nil {
-			t.Fatal("nil inode without error")
-		}
-	})
-}
 
 func FuzzUnmarshalTx(f *testing.F) {
 	for _, s := range txSeeds(f) {
@@ -80,26 +41,6 @@ func FuzzUnmarshalRecord(f *testing.F) {
 			t.Fatalf("re-encoding differs: %v", err)
 		}
 	})
-}
-
-func inodeSeeds() [][]byte {
-	var out [][]byte
-	r := chunkRef{Index: 3, Len: 100}
-	r.CID, _ = cidOf([]byte("x"))
-	for _, n := range []*inode{
-		{Kind: KindDir, Mode: 0o755, Nlink: 2, Owner: "o", Readers: []string{"a"}},
-		{Kind: KindFile, Mode: 0o644, Nlink: 1, Size: 3*ChunkSize + 100, Name: "f", refs: []chunkRef{r}},
-		{Kind: KindSymlink, Mode: 0o777, Nlink: 1, Target: "../t", Size: 4},
-	} {
-		b, _ := encodeInode(n)
-		out = append(out, b)
-	}
-	return out
-}
-
-func entrySeeds() [][]byte {
-	b, _ := canonMarshal(&entry{V: 1, Name: "name", Ino: 5, Kind: KindFile, Key: make([]byte, 32)})
-	return [][]byte{b}
 }
 
 func recordSeeds() [][]byte {
@@ -159,16 +100,6 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, "seed"+string(rune('0'+i))), buf.Bytes(), 0o644)
 		}
 	}
-	key := make([]byte, 32)
-	rand.Read(key)
-	var sealedSeeds [][]byte
-	for _, s := range inodeSeeds() {
-		b, _ := sealBox(make([]byte, 32), infoInode, recordAD('i', RecordKey{Ino: 7}), s)
-		sealedSeeds = append(sealedSeeds, b)
-	}
-	write("FuzzDecodeInode", inodeSeeds())
-	write("FuzzDecodeEntry", entrySeeds())
-	write("FuzzOpenSealed", sealedSeeds)
 	write("FuzzUnmarshalRecord", recordSeeds())
 	write("FuzzUnmarshalTx", txSeeds(t))
 }

@@ -70,10 +70,10 @@
 // fsync(2) calls fsys.FS.Fsync, which returns when the host holds the data
 // durably, and with it every change this node committed to the volume
 // before (the file's name included). close(2) after a write (FLUSH) starts
-// the commit in the background when the FS can (fsys.Client.Flush) and
+// the commit in the background when the FS can (fsys/client: Client.Flush) and
 // returns, as a local file system does; a commit that fails then is
 // reported by the next fsync. unlink(2) of a file with such writes waits
-// for their commit (fsys.Client.CommitFile, not durable) so that open
+// for their commit (fsys/client: Client.CommitFile, not durable) so that open
 // descriptors still read them. Namespace changes are committed to the host
 // (ordered, visible to every node, conflicts detected) before they return,
 // but against a host that is an fsys.Syncer they are durable only after

@@ -9,17 +9,18 @@ import (
 
 	"blocktree.dev/bt/blocks/leveldb"
 	"blocktree.dev/bt/fsys"
+	"blocktree.dev/bt/fsys/client"
 	"blocktree.dev/bt/fsys/host"
 	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
 )
 
-// testEnv is a file system to mount: the real fsys.Client of a node over
+// testEnv is a file system to mount: the real client.Client of a node over
 // the in-process host of its domain's volume, on goleveldb stores in
 // t.TempDir().
 type testEnv struct {
-	fs     *fsys.Client
+	fs     *client.Client
 	self   paths.ID
 	domain *nettest.Domain
 	vol    paths.Path
@@ -59,7 +60,7 @@ func newTestEnv(t testing.TB) *testEnv {
 
 // client makes the client of node name in e's domain, with a writecap
 // for prefix, over store.
-func (e *testEnv) client(t testing.TB, name string, prefix paths.Path, store *leveldb.Store) (*fsys.Client, paths.ID) {
+func (e *testEnv) client(t testing.TB, name string, prefix paths.Path, store *leveldb.Store) (*client.Client, paths.ID) {
 	t.Helper()
 	key := nettest.NewKey(t)
 	path := e.domain.Path(t, name)
@@ -68,7 +69,7 @@ func (e *testEnv) client(t testing.TB, name string, prefix paths.Path, store *le
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := fsys.NewClient(fsys.Config{
+	c, err := client.New(client.Config{
 		Node:        path,
 		NodeID:      nettest.PrincipalID(t, key.PublicKey()),
 		HostKey:     id.HostKey,
@@ -112,7 +113,7 @@ func (e *testEnv) unreadable(t testing.TB) paths.ID {
 // peer makes a second node of e's domain, "b", with a readcap and a
 // writecap for the whole volume, whose client shares e's host and block
 // store: "another node" for invalidation tests.
-func (e *testEnv) peer(t testing.TB) *fsys.Client {
+func (e *testEnv) peer(t testing.TB) *client.Client {
 	t.Helper()
 	ctx := nettest.Context(t, time.Minute)
 	c, id := e.client(t, "b", e.vol, e.store)

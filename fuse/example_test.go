@@ -15,7 +15,7 @@ import (
 // The daemon mounts its client's namespace and keeps it until it stops.
 func ExampleMount() {
 	var (
-		client fsys.FS  // the node's *fsys.Client
+		client fsys.FS  // the node's *client.Client
 		self   paths.ID // the node's domain root
 	)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)

@@ -308,7 +308,7 @@ func (x *fsx) closeOne() {
 // the next step removes (unlink, or a rename over it).
 //
 // POSIX lets a process go on writing to a file that has lost its name;
-// fsys.Client does not yet (WriteAt on such an inode is ErrNotExist,
+// client.Client does not yet (WriteAt on such an inode is ErrNotExist,
 // reported to its owner), so fsx does not try. Reading and fstat of
 // such files are covered by posixtest's FstatDeleted and NlinkZero.
 func (x *fsx) closeVictim(p string) {

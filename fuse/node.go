@@ -386,7 +386,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 // Fsync implements fs.NodeFsyncer: when it returns, the host holds
 // durably the file's data and every change this node committed before
 // (names included). On a directory it makes those earlier changes durable
-// (fsys.Client.Fsync of a directory inode).
+// (fsys/client: Client.Fsync of a directory inode).
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	if n.IsDir() {
 		ctx, cancel := n.m.change(ctx)
@@ -417,18 +417,11 @@ func (n *node) fsync(ctx context.Context, op string) syscall.Errno {
 	return errno
 }
 
-// committer is implemented by an fsys.FS that can commit a file's writes
-// without making them durable, waiting for a commit Flush started
-// (fsys.Client).
-type committer interface {
-	CommitFile(ctx context.Context, ino fsys.Ino) error
-}
-
 // commit commits the node's pending writes (not durably) before an
 // operation that needs them at the host; an FS that cannot gets a full
 // Fsync. dirty stays set: durability is still owed to the next fsync.
 func (n *node) commit(ctx context.Context, op string) syscall.Errno {
-	c, ok := n.m.fs.(committer)
+	c, ok := n.m.fs.(fsys.FileCommitter)
 	if !ok {
 		return n.fsync(ctx, op)
 	}
@@ -580,12 +573,6 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	return uint32(k), 0
 }
 
-// flusher is implemented by an fsys.FS that can start committing a file's
-// writes without waiting for them to be durable (fsys.Client).
-type flusher interface {
-	Flush(ctx context.Context, ino fsys.Ino) error
-}
-
 // Flush implements fs.FileFlusher. close(2) (of any descriptor of the open
 // file) starts committing the file's writes to the host and returns: as on
 // a local file system, only fsync(2) waits for durability, and a commit
@@ -595,7 +582,7 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno {
 	if !h.n.dirty.Load() {
 		return 0
 	}
-	if f, ok := h.n.m.fs.(flusher); ok {
+	if f, ok := h.n.m.fs.(fsys.FileFlusher); ok {
 		if err := f.Flush(ctx, h.n.ino); err != nil {
 			return h.n.m.errno("flush", err)
 		}

@@ -13,7 +13,7 @@ import (
 
 // twin is an in-memory fsys.FS: a unit-test double for the adapter's own
 // logic (invalidation, errno mapping), never the only test of a feature.
-// Every feature test runs on the real fsys.Client (fuse_test.go).
+// Every feature test runs on the real client.Client (fuse_test.go).
 type twin struct {
 	mu      sync.Mutex
 	roots   map[paths.ID]fsys.Ino

@@ -13,6 +13,7 @@ import (
 	"blocktree.dev/bt/blocks/memstore"
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/fsys"
+	"blocktree.dev/bt/fsys/client"
 	"blocktree.dev/bt/fsys/host"
 	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/paths"
@@ -63,7 +64,7 @@ func newTestVolume(t testing.TB, d *nettest.Domain) *testVolume {
 // fsNode is a node's fsys client.
 type fsNode struct {
 	id paths.ID
-	c  *fsys.Client
+	c  *client.Client
 }
 
 // client makes a fsys client for node name, with a writecap for the
@@ -84,7 +85,7 @@ func (tv *testVolume) client(t testing.TB, name string) *fsNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := fsys.NewClient(fsys.Config{
+	c, err := client.New(client.Config{
 		Node: tv.d.Path(t, name), NodeID: id, HostKey: hk, HostCert: cert, Writecap: tv.d.GrantDay(t, id, tv.vol),
 		Decapsulate: key.ECDH, Store: store,
 		Fetch: func(ctx context.Context, cids []cid.Cid, _ paths.Path) error {

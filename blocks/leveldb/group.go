@@ -9,13 +9,14 @@ import (
 	"github.com/syndtr/goleveldb/leveldb/util"
 
 	"blocktree.dev/bt/blocks"
+	"blocktree.dev/bt/internal/groupcommit"
 )
 
-// Group commit (docs/blockstore.md, "Durability and recovery"): Put and
-// PutMany calls that arrive while another one is syncing wait in a queue;
-// when the sync is over, the first of them becomes the leader, takes
-// everything queued by the time it holds writeMu, and makes it durable
-// together: every pack entry appended and one fdatasync, then one index
+// Group commit (docs/blockstore.md, "Durability and recovery";
+// internal/groupcommit): Put and PutMany calls that arrive while another
+// one is syncing wait in a queue; when the sync is over, the first of them
+// becomes the leader, takes everything queued by the time it holds
+// writeMu, and makes it durable together: every pack entry appended and one fdatasync, then one index
 // batch (synced if it holds an inline block). Each caller still gets its
 // own answer, and only once its own blocks are durable. A caller that
 // finds no leader leads at once, so a lone Put waits for nothing.
@@ -26,10 +27,17 @@ type putReq struct {
 	// verified waits for the blocks' verification (done already for a
 	// request of inline blocks only).
 	verified func() error
-	// err is the request's outcome, set by the leader before it sends
-	// false on wake; true on wake makes the receiver the next leader.
-	err  error
-	wake chan bool
+	// err is the request's outcome, set by commitGroup.
+	err error
+}
+
+// newGroup returns the Store's group-commit queue: the leader holds
+// writeMu while it takes a group and commits it.
+func (s *Store) newGroup() *groupcommit.Group[*putReq] {
+	return groupcommit.New(func(group []*putReq) []*putReq {
+		_, deferred := s.commitGroup(group)
+		return deferred
+	}, groupcommit.WithLock(&s.writeMu))
 }
 
 // commit makes r's blocks durable with the next group commit and returns
@@ -40,36 +48,7 @@ func (s *Store) commit(r *putReq) error {
 		return err
 	}
 	defer done()
-	s.queueMu.Lock()
-	s.queue = append(s.queue, r)
-	lead := !s.leading
-	s.leading = true
-	s.queueMu.Unlock()
-	if !lead && !<-r.wake {
-		return r.err
-	}
-	// Leader: r is the head of the queue (leading is false only while
-	// the queue is empty, and a handed-off leader is its head).
-	s.writeMu.Lock()
-	s.queueMu.Lock()
-	group := s.queue
-	s.queue = nil
-	s.queueMu.Unlock()
-	finished, deferred := s.commitGroup(group)
-	s.writeMu.Unlock()
-	for _, q := range finished {
-		if q != r {
-			q.wake <- false
-		}
-	}
-	s.queueMu.Lock()
-	s.queue = append(deferred, s.queue...)
-	if len(s.queue) > 0 {
-		s.queue[0].wake <- true
-	} else {
-		s.leading = false
-	}
-	s.queueMu.Unlock()
+	s.group.Do(r)
 	return r.err
 }
 

@@ -22,11 +22,7 @@ func TestGroupCommit(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := newTestStore(t, dir)
-	queued := func() int {
-		s.queueMu.Lock()
-		defer s.queueMu.Unlock()
-		return len(s.queue)
-	}
+	queued := s.group.Len
 	release := make(chan struct{})
 	var appends atomic.Int32
 	s.testHook = func(p string) error {
@@ -142,10 +138,7 @@ func TestGroupCommitSameBlock(t *testing.T) {
 	go func() { errs <- s.Put(ctx, b) }()
 	go func() { errs <- s.PutMany(ctx, []blocks.Block{newBlock(t, 90<<10), b}) }()
 	for {
-		s.queueMu.Lock()
-		n := len(s.queue)
-		s.queueMu.Unlock()
-		if n == 2 {
+		if s.group.Len() == 2 {
 			break
 		}
 		runtime.Gosched()

@@ -44,6 +44,7 @@ import (
 	"github.com/syndtr/goleveldb/leveldb/util"
 
 	"blocktree.dev/bt/blocks"
+	"blocktree.dev/bt/internal/groupcommit"
 )
 
 // DefaultInlineThreshold is the largest block kept inline in goleveldb;
@@ -143,11 +144,9 @@ type Store struct {
 	// version-1 records count as put then. Set by Open.
 	upgraded int64
 
-	// queueMu guards queue and leading: the Puts waiting for the next
-	// group commit (see commit), and whether a leader is at work.
-	queueMu sync.Mutex
-	queue   []*putReq
-	leading bool
+	// group queues the Puts waiting for the next group commit (see
+	// commit).
+	group *groupcommit.Group[*putReq]
 
 	// writeMu serialises group commits, Delete, Pin, Unpin, GC's sweeps
 	// and compaction's moves so the counters, the file/index pairs, the
@@ -223,6 +222,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	s := &Store{dir: dir, cfg: cfg, db: db, headroom: indexHeadroom, packSize: cfg.packSize,
 		packs:   newPackFiles(filepath.Join(dir, dirPacks)),
 		durable: map[uint32]int64{}, sealedEnd: map[uint32]int64{}, ckEvery: checkpointEvery}
+	s.group = s.newGroup()
 	if err := s.init(); err != nil {
 		if s.activeFile != nil {
 			s.activeFile.Close()
@@ -378,7 +378,7 @@ func (s *Store) put(ctx context.Context, bs []blocks.Block) error {
 			return err
 		}
 	}
-	err := s.commit(&putReq{bs: bs, verified: verified, wake: make(chan bool, 1)})
+	err := s.commit(&putReq{bs: bs, verified: verified})
 	// Whatever happened, the hashing is over before the caller gets its
 	// blocks back; a block that does not match its CID is the answer.
 	if verr := verified(); verr != nil {

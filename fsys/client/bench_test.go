@@ -1,4 +1,4 @@
-package fsys_test
+package client_test
 
 import (
 	"context"

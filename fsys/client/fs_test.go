@@ -1,4 +1,4 @@
-package fsys_test
+package client_test
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/fsys"
+	"blocktree.dev/bt/fsys/client"
 	"blocktree.dev/bt/internal/nettest"
 )
 
@@ -168,7 +169,7 @@ func (m *model) writeAt(p []byte, off int) {
 	copy((*m)[off:], p)
 }
 
-func readAll(t testing.TB, c *fsys.Client, ino fsys.Ino, size int) []byte {
+func readAll(t testing.TB, c *client.Client, ino fsys.Ino, size int) []byte {
 	t.Helper()
 	buf := make([]byte, size+100)
 	k := must(c.ReadAt(context.Background(), ino, buf, 0))
@@ -317,7 +318,7 @@ func TestConcurrentCreates(t *testing.T) {
 	bdir := must(b.c.Walk(ctx, join(t, tv.vol, "shared")))
 	var wg sync.WaitGroup
 	errs := make(chan error, 200)
-	for i, cl := range []*fsys.Client{a.c, b.c} {
+	for i, cl := range []*client.Client{a.c, b.c} {
 		d := dir.Ino
 		if i == 1 {
 			d = bdir.Ino
@@ -339,7 +340,7 @@ func TestConcurrentCreates(t *testing.T) {
 	}
 	// Each client sees all 200 once the host's change stream has caught
 	// it up with the other's commits.
-	for _, cl := range []*fsys.Client{a.c, b.c} {
+	for _, cl := range []*client.Client{a.c, b.c} {
 		var n int
 		var size uint64
 		nettest.WaitFor(t, 10*time.Second, "200 entries in both clients' view", func() bool {
@@ -429,7 +430,7 @@ func TestGrantWrite(t *testing.T) {
 	ctx := ctxT(t)
 	issued := make(chan *caps.Writecap, 1)
 	n.c.Close()
-	n.c = newClientWith(t, tv, n, func(cfg *fsys.Config) {
+	n.c = newClientWith(t, tv, n, func(cfg *client.Config) {
 		cfg.Issuer = n.key
 		cfg.Issued = func(ctx context.Context, w *caps.Writecap) error { issued <- w; return nil }
 	})
@@ -687,7 +688,7 @@ func TestLateGrantSeen(t *testing.T) {
 	b.id = nettest.PrincipalID(t, b.key.PublicKey())
 	b.path = tv.d.Path(t, "late")
 	b.wc = tv.d.GrantDay(t, b.id, b.path)
-	tv.startNode(t, b, func(c *fsys.Config) { c.Clock = clock })
+	tv.startNode(t, b, func(c *client.Config) { c.Clock = clock })
 	p := join(t, tv.vol, "f")
 	if _, err := b.c.Walk(ctx, p); err == nil {
 		t.Fatal("read without a readcap")

@@ -1,4 +1,4 @@
-package fsys
+package client
 
 import (
 	"context"
@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/fsys"
 	"blocktree.dev/bt/paths"
 )
 
 // ---- versions ----
 
 // Log lists the versions that changed the inode at p, newest first.
-func (c *Client) Log(ctx context.Context, p paths.Path, limit int) ([]LogEntry, error) {
+func (c *Client) Log(ctx context.Context, p paths.Path, limit int) ([]fsys.LogEntry, error) {
 	ino, err := c.walk(ctx, p)
 	if err != nil {
 		return nil, err
@@ -22,15 +23,15 @@ func (c *Client) Log(ctx context.Context, p paths.Path, limit int) ([]LogEntry, 
 	if err != nil {
 		return nil, err
 	}
-	return v.host.Log(ctx, RecordKey{Ino: ino}, limit)
+	return v.host.Log(ctx, fsys.RecordKey{Ino: ino}, limit)
 }
 
 // walkAt resolves p as of version at, with the keys the entries of that
 // version carry (the volume root's key is the current one: versions from
 // before a re-key of the root are not readable).
-func (c *Client) walkAt(ctx context.Context, p paths.Path, at uint64) (*volume, Ino, []byte, *inode, uint64, error) {
+func (c *Client) walkAt(ctx context.Context, p paths.Path, at uint64) (*volume, fsys.Ino, []byte, *inode, uint64, error) {
 	if at == 0 {
-		return nil, 0, nil, nil, 0, fmt.Errorf("fsys: version 0: %w", ErrInvalid)
+		return nil, 0, nil, nil, 0, fmt.Errorf("fsys: version 0: %w", fsys.ErrInvalid)
 	}
 	v, err := c.volumeOf(ctx, p)
 	if err != nil {
@@ -38,7 +39,7 @@ func (c *Client) walkAt(ctx context.Context, p paths.Path, at uint64) (*volume, 
 	}
 	rel, err := v.path.Rel(p)
 	if err != nil {
-		return nil, 0, nil, nil, 0, fmt.Errorf("fsys: %s: %w", p, ErrNotExist)
+		return nil, 0, nil, nil, 0, fmt.Errorf("fsys: %s: %w", p, fsys.ErrNotExist)
 	}
 	if _, err := c.walk(ctx, v.path); err != nil {
 		return nil, 0, nil, nil, 0, err
@@ -53,12 +54,12 @@ func (c *Client) walkAt(ctx context.Context, p paths.Path, at uint64) (*volume, 
 	}
 	ino := v.root
 	for i := 0; ; i++ {
-		recs, err := v.host.Get(ctx, at, RecordKey{Ino: ino})
+		recs, err := v.host.Get(ctx, at, fsys.RecordKey{Ino: ino})
 		if err != nil {
 			return nil, 0, nil, nil, 0, err
 		}
 		if len(recs) == 0 {
-			return nil, 0, nil, nil, 0, fmt.Errorf("fsys: %s at version %d: %w", p, at, ErrNotExist)
+			return nil, 0, nil, nil, 0, fmt.Errorf("fsys: %s at version %d: %w", p, at, fsys.ErrNotExist)
 		}
 		n, err := openInode(key, ino, recs[0].Sealed)
 		if err != nil {
@@ -67,16 +68,16 @@ func (c *Client) walkAt(ctx context.Context, p paths.Path, at uint64) (*volume, 
 		if i == len(rel) {
 			return v, ino, key, n, recs[0].Version, nil
 		}
-		if n.Kind != KindDir {
-			return nil, 0, nil, nil, 0, fmt.Errorf("fsys: %s: %w", p, ErrNotDir)
+		if n.Kind != fsys.KindDir {
+			return nil, 0, nil, nil, 0, fmt.Errorf("fsys: %s: %w", p, fsys.ErrNotDir)
 		}
-		k := RecordKey{Ino: ino, Name: nameMAC(nameKey(key), rel[i])}
+		k := fsys.RecordKey{Ino: ino, Name: nameMAC(nameKey(key), rel[i])}
 		erecs, err := v.host.Get(ctx, at, k)
 		if err != nil {
 			return nil, 0, nil, nil, 0, err
 		}
 		if len(erecs) == 0 {
-			return nil, 0, nil, nil, 0, fmt.Errorf("fsys: %s at version %d: %w", p, at, ErrNotExist)
+			return nil, 0, nil, nil, 0, fmt.Errorf("fsys: %s at version %d: %w", p, at, fsys.ErrNotExist)
 		}
 		e, err := openEntry(key, k, erecs[0].Sealed)
 		if err != nil {
@@ -87,36 +88,36 @@ func (c *Client) walkAt(ctx context.Context, p paths.Path, at uint64) (*volume, 
 }
 
 // GetattrAt returns the attributes of p as of version v.
-func (c *Client) GetattrAt(ctx context.Context, p paths.Path, at uint64) (Attr, error) {
+func (c *Client) GetattrAt(ctx context.Context, p paths.Path, at uint64) (fsys.Attr, error) {
 	_, ino, _, n, ver, err := c.walkAt(ctx, p, at)
 	if err != nil {
-		return Attr{}, err
+		return fsys.Attr{}, err
 	}
 	return attrOf(ino, n, ver), nil
 }
 
 // ReaddirAt lists directory p as of version v.
-func (c *Client) ReaddirAt(ctx context.Context, p paths.Path, at uint64) ([]DirEntry, error) {
+func (c *Client) ReaddirAt(ctx context.Context, p paths.Path, at uint64) ([]fsys.DirEntry, error) {
 	v, ino, key, n, _, err := c.walkAt(ctx, p, at)
 	if err != nil {
 		return nil, err
 	}
-	if n.Kind != KindDir {
-		return nil, fmt.Errorf("fsys: readdir %s: %w", p, ErrNotDir)
+	if n.Kind != fsys.KindDir {
+		return nil, fmt.Errorf("fsys: readdir %s: %w", p, fsys.ErrNotDir)
 	}
 	recs, err := v.host.List(ctx, at, ino)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]DirEntry, 0, len(recs))
+	out := make([]fsys.DirEntry, 0, len(recs))
 	for i := range recs {
 		e, err := openEntry(key, recs[i].Key, recs[i].Sealed)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, DirEntry{Name: e.Name, Ino: e.Ino, Kind: e.Kind})
+		out = append(out, fsys.DirEntry{Name: e.Name, Ino: e.Ino, Kind: e.Kind})
 	}
-	slices.SortFunc(out, func(a, b DirEntry) int {
+	slices.SortFunc(out, func(a, b fsys.DirEntry) int {
 		if a.Name < b.Name {
 			return -1
 		}
@@ -134,13 +135,13 @@ func (c *Client) ReadAtVersion(ctx context.Context, p paths.Path, at uint64, buf
 	if err != nil {
 		return 0, err
 	}
-	if n.Kind != KindFile {
-		return 0, fmt.Errorf("fsys: read %s: %w", p, ErrIsDir)
+	if n.Kind != fsys.KindFile {
+		return 0, fmt.Errorf("fsys: read %s: %w", p, fsys.ErrIsDir)
 	}
 	in := &inoInfo{vol: v, key: key}
 	f := &fileState{c: c, ino: ino, in: in, key: key, n: n, dirty: map[uint64][]byte{}, sealing: map[uint64]*sealJob{}}
 	if off < 0 {
-		return 0, ErrInvalid
+		return 0, fsys.ErrInvalid
 	}
 	if off >= int64(n.Size) {
 		return 0, nil
@@ -151,8 +152,8 @@ func (c *Client) ReadAtVersion(ctx context.Context, p paths.Path, at uint64, buf
 	done := 0
 	for done < len(buf) {
 		pos := off + int64(done)
-		idx, inner := uint64(pos/ChunkSize), int(pos%ChunkSize)
-		m := min(len(buf)-done, ChunkSize-inner)
+		idx, inner := uint64(pos/fsys.ChunkSize), int(pos%fsys.ChunkSize)
+		m := min(len(buf)-done, fsys.ChunkSize-inner)
 		if err := f.readChunk(ctx, idx, inner, buf[done:done+m]); err != nil {
 			return done, err
 		}
@@ -168,14 +169,14 @@ func (c *Client) ReadAtVersion(ctx context.Context, p paths.Path, at uint64, buf
 // Config.Issuer and handed to Config.Issued; without an Issuer,
 // ErrNotSupported). Only principals whose ID embeds the public key
 // (Ed25519) can be granted read; others get ErrNotSupported.
-func (c *Client) Grant(ctx context.Context, p paths.Path, principal paths.ID, r Right, expires time.Time) error {
+func (c *Client) Grant(ctx context.Context, p paths.Path, principal paths.ID, r fsys.Right, expires time.Time) error {
 	switch r {
-	case RightRead:
+	case fsys.RightRead:
 		return c.grantRead(ctx, p, principal)
-	case RightWrite:
+	case fsys.RightWrite:
 		return c.grantWrite(ctx, p, principal, expires)
 	}
-	return fmt.Errorf("fsys: grant: right %d: %w", r, ErrInvalid)
+	return fmt.Errorf("fsys: grant: right %d: %w", r, fsys.ErrInvalid)
 }
 
 func (c *Client) grantRead(ctx context.Context, p paths.Path, principal paths.ID) error {
@@ -200,11 +201,11 @@ func (c *Client) grantRead(ctx context.Context, p paths.Path, principal paths.ID
 		if err != nil {
 			return err
 		}
-		rc, err := caps.WrapKey(pk, key, ReadcapPurpose(ino))
+		rc, err := caps.WrapKey(pk, key, fsys.ReadcapPurpose(ino))
 		if err != nil {
-			return fmt.Errorf("fsys: grant read: %w: %v", ErrNotSupported, err)
+			return fmt.Errorf("fsys: grant read: %w: %v", fsys.ErrNotSupported, err)
 		}
-		b.rc = []Readcap{{Ino: ino, Reader: principal, Cap: rc.Marshal()}}
+		b.rc = []fsys.Readcap{{Ino: ino, Reader: principal, Cap: rc.Marshal()}}
 		if slices.Contains(n.Readers, string(principal)) {
 			return nil
 		}
@@ -217,7 +218,7 @@ func (c *Client) grantRead(ctx context.Context, p paths.Path, principal paths.ID
 
 func (c *Client) grantWrite(ctx context.Context, p paths.Path, principal paths.ID, expires time.Time) error {
 	if c.cfg.Issuer == nil || c.cfg.Writecap == nil {
-		return fmt.Errorf("fsys: grant write: this client has no issuer key: %w", ErrNotSupported)
+		return fmt.Errorf("fsys: grant write: this client has no issuer key: %w", fsys.ErrNotSupported)
 	}
 	ino, err := c.walk(ctx, p)
 	if err != nil {
@@ -228,7 +229,7 @@ func (c *Client) grantWrite(ctx context.Context, p paths.Path, principal paths.I
 		return err
 	}
 	if !p.HasPrefix(v.path) {
-		return fmt.Errorf("fsys: grant write: %w", ErrInvalid)
+		return fmt.Errorf("fsys: grant write: %w", fsys.ErrInvalid)
 	}
 	_, err = c.updateDurable(ctx, v, "grant write", func(b *txb) error {
 		in, n, _, err := b.inode(ctx, ino)
@@ -253,7 +254,7 @@ func (c *Client) grantWrite(ctx context.Context, p paths.Path, principal paths.I
 	}
 	w, err := caps.Issue(ctx, c.cfg.Issuer, c.cfg.Writecap, principal, p, c.now().Add(-5*time.Minute), expires)
 	if err != nil {
-		return fmt.Errorf("fsys: grant write: %w: %v", ErrPermission, err)
+		return fmt.Errorf("fsys: grant write: %w: %v", fsys.ErrPermission, err)
 	}
 	if c.cfg.Issued != nil {
 		return c.cfg.Issued(ctx, w)
@@ -265,12 +266,12 @@ func (c *Client) grantWrite(ctx context.Context, p paths.Path, principal paths.I
 // (its entries, or its chunks, are resealed; its parent's entry re-wraps
 // it), rewraps readcaps for the remaining readers and removes principal's.
 // Revoking write is ErrNotSupported: writecaps expire (docs/fs.md).
-func (c *Client) Revoke(ctx context.Context, p paths.Path, principal paths.ID, r Right) error {
-	if r == RightWrite {
-		return fmt.Errorf("fsys: revoke write: writecaps expire and cannot be recalled: %w", ErrNotSupported)
+func (c *Client) Revoke(ctx context.Context, p paths.Path, principal paths.ID, r fsys.Right) error {
+	if r == fsys.RightWrite {
+		return fmt.Errorf("fsys: revoke write: writecaps expire and cannot be recalled: %w", fsys.ErrNotSupported)
 	}
-	if r != RightRead {
-		return fmt.Errorf("fsys: revoke: right %d: %w", r, ErrInvalid)
+	if r != fsys.RightRead {
+		return fmt.Errorf("fsys: revoke: right %d: %w", r, fsys.ErrInvalid)
 	}
 	ino, err := c.walk(ctx, p)
 	if err != nil {
@@ -290,11 +291,11 @@ func (c *Client) Revoke(ctx context.Context, p paths.Path, principal paths.ID, r
 	if ino != v.root {
 		var ok bool
 		if parentPath, ok = p.Parent(); !ok {
-			return fmt.Errorf("fsys: revoke %s: %w", p, ErrInvalid)
+			return fmt.Errorf("fsys: revoke %s: %w", p, fsys.ErrInvalid)
 		}
 		name = p.Base()
 	}
-	var parent Ino
+	var parent fsys.Ino
 	if ino != v.root {
 		if parent, err = c.walk(ctx, parentPath); err != nil {
 			return err
@@ -313,7 +314,7 @@ func (c *Client) Revoke(ctx context.Context, p paths.Path, principal paths.ID, r
 		n.Readers = slices.DeleteFunc(n.Readers, func(s string) bool { return s == string(principal) })
 		n.Ctime = c.now().UnixNano()
 		switch n.Kind {
-		case KindDir:
+		case fsys.KindDir:
 			recs, err := v.host.List(ctx, 0, ino)
 			if err != nil {
 				return err
@@ -327,13 +328,13 @@ func (c *Client) Revoke(ctx context.Context, p paths.Path, principal paths.ID, r
 				}
 				b.touch(recs[i].Key, recs[i].Version)
 				b.delete(recs[i].Key)
-				nk := RecordKey{Ino: ino, Name: nameMAC(nnk, e.Name)}
+				nk := fsys.RecordKey{Ino: ino, Name: nameMAC(nnk, e.Name)}
 				b.touch(nk, 0)
 				if err := b.putEntry(newK, nk, e); err != nil {
 					return err
 				}
 			}
-		case KindFile:
+		case fsys.KindFile:
 			f := &fileState{c: c, ino: ino, in: in, key: oldK, n: n}
 			for i, r := range n.refs {
 				pl, err := f.plain(ctx, r)
@@ -364,7 +365,7 @@ func (c *Client) Revoke(ctx context.Context, p paths.Path, principal paths.ID, r
 				return err
 			}
 			if e == nil || e.Ino != ino {
-				return fmt.Errorf("fsys: revoke %s: moved meanwhile: %w", p, ErrConflict)
+				return fmt.Errorf("fsys: revoke %s: moved meanwhile: %w", p, fsys.ErrConflict)
 			}
 			pkey, err := c.keyOf(pin, parent)
 			if err != nil {
@@ -376,17 +377,17 @@ func (c *Client) Revoke(ctx context.Context, p paths.Path, principal paths.ID, r
 				return err
 			}
 		}
-		b.rc, b.rr = nil, []Readcap{{Ino: ino, Reader: principal}}
+		b.rc, b.rr = nil, []fsys.Readcap{{Ino: ino, Reader: principal}}
 		for _, r := range n.Readers {
 			pk, err := publicKeyOf(paths.ID(r))
 			if err != nil {
 				continue
 			}
-			rc, err := caps.WrapKey(pk, newK, ReadcapPurpose(ino))
+			rc, err := caps.WrapKey(pk, newK, fsys.ReadcapPurpose(ino))
 			if err != nil {
 				continue
 			}
-			b.rc = append(b.rc, Readcap{Ino: ino, Reader: paths.ID(r), Cap: rc.Marshal()})
+			b.rc = append(b.rc, fsys.Readcap{Ino: ino, Reader: paths.ID(r), Cap: rc.Marshal()})
 		}
 		return nil
 	})

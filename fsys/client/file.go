@@ -1,7 +1,6 @@
-package fsys
+package client
 
 import (
-	"container/list"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -10,18 +9,21 @@ import (
 	"sync"
 	"sync/atomic"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/go-cid"
+	"golang.org/x/sync/singleflight"
 
 	"blocktree.dev/bt/blocks"
+	"blocktree.dev/bt/fsys"
 )
 
 // MaxFileSize bounds a file: MaxChunkRefs chunks.
-const MaxFileSize = MaxChunkRefs * ChunkSize
+const MaxFileSize = fsys.MaxChunkRefs * fsys.ChunkSize
 
 // fileState is a file's write-back state in one client.
 type fileState struct {
 	c   *Client
-	ino Ino
+	ino fsys.Ino
 	in  *inoInfo
 	key []byte
 
@@ -38,7 +40,7 @@ type fileState struct {
 	dirty   map[uint64][]byte // plaintext of chunks not yet sealed (len = stored bytes)
 	sealing map[uint64]*sealJob
 	touched map[uint64]bool // chunks changed since baseVer
-	attrs   SetAttr         // pending setattr fields (Size: explicit truncate)
+	attrs   fsys.SetAttr    // pending setattr fields (Size: explicit truncate)
 	pending bool
 	gen     uint64 // incremented per change
 	err     error  // a background seal's failure, reported by the next sync
@@ -54,59 +56,28 @@ type sealJob struct {
 
 // chunkCache keeps decrypted chunks by CID (LRU), and the loads in
 // flight, so that a read and the read-ahead of the same chunk share one
-// load.
+// load. Safe for concurrent use.
 type chunkCache struct {
-	// mu guards everything below.
-	mu      sync.Mutex
-	max     int
-	m       map[cid.Cid]*list.Element
-	l       *list.List
-	loading map[cid.Cid]*chunkLoad
-}
-
-// chunkLoad is a chunk being read and opened; done is closed when data or
-// err is set.
-type chunkLoad struct {
-	done chan struct{}
-	data []byte
-	err  error
-}
-
-type chunkItem struct {
-	c    cid.Cid
-	data []byte
+	lru   *lru.Cache[cid.Cid, []byte]
+	loads singleflight.Group // by CID.KeyString()
 }
 
 func newChunkCache(n int) *chunkCache {
-	return &chunkCache{max: n, m: map[cid.Cid]*list.Element{}, l: list.New(), loading: map[cid.Cid]*chunkLoad{}}
+	c, err := lru.New[cid.Cid, []byte](n)
+	if err != nil {
+		panic(err) // n > 0: Config's default
+	}
+	return &chunkCache{lru: c}
 }
 
+// get returns the cached plaintext of c, or nil.
 func (cc *chunkCache) get(c cid.Cid) []byte {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if e, ok := cc.m[c]; ok {
-		cc.l.MoveToFront(e)
-		return e.Value.(*chunkItem).data
-	}
-	return nil
-}
-
-func (cc *chunkCache) add(c cid.Cid, data []byte) {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if _, ok := cc.m[c]; ok {
-		return
-	}
-	cc.m[c] = cc.l.PushFront(&chunkItem{c: c, data: data})
-	for cc.l.Len() > cc.max {
-		e := cc.l.Back()
-		cc.l.Remove(e)
-		delete(cc.m, e.Value.(*chunkItem).c)
-	}
+	p, _ := cc.lru.Get(c)
+	return p
 }
 
 // file returns the write-back state of file ino, creating it.
-func (c *Client) file(ctx context.Context, ino Ino) (*fileState, error) {
+func (c *Client) file(ctx context.Context, ino fsys.Ino) (*fileState, error) {
 	c.mu.Lock()
 	f := c.files[ino]
 	c.mu.Unlock()
@@ -121,10 +92,10 @@ func (c *Client) file(ctx context.Context, ino Ino) (*fileState, error) {
 		return nil, err
 	}
 	switch ce.n.Kind {
-	case KindDir:
-		return nil, fmt.Errorf("fsys: %016x: %w", uint64(ino), ErrIsDir)
-	case KindSymlink:
-		return nil, fmt.Errorf("fsys: %016x is a symlink: %w", uint64(ino), ErrInvalid)
+	case fsys.KindDir:
+		return nil, fmt.Errorf("fsys: %016x: %w", uint64(ino), fsys.ErrIsDir)
+	case fsys.KindSymlink:
+		return nil, fmt.Errorf("fsys: %016x is a symlink: %w", uint64(ino), fsys.ErrInvalid)
 	}
 	key, err := c.keyOf(in, ino)
 	if err != nil {
@@ -156,7 +127,7 @@ func (f *fileState) refresh(ctx context.Context) error {
 	}
 	_, ce, err := f.c.inodeOf(ctx, f.ino)
 	if err != nil {
-		if errors.Is(err, ErrUnavailable) {
+		if errors.Is(err, fsys.ErrUnavailable) {
 			return nil
 		}
 		return err
@@ -170,13 +141,13 @@ func (f *fileState) refresh(ctx context.Context) error {
 	return nil
 }
 
-func (c *Client) fileIfPending(ino Ino) *fileState {
+func (c *Client) fileIfPending(ino fsys.Ino) *fileState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.files[ino]
 }
 
-func (c *Client) dropFile(ino Ino) {
+func (c *Client) dropFile(ino fsys.Ino) {
 	c.mu.Lock()
 	f := c.files[ino]
 	delete(c.files, ino)
@@ -184,7 +155,7 @@ func (c *Client) dropFile(ino Ino) {
 	if f != nil {
 		f.mu.Lock()
 		for idx := range f.dirty {
-			c.dirty.Add(-ChunkSize)
+			c.dirty.Add(-fsys.ChunkSize)
 			delete(f.dirty, idx)
 		}
 		f.pending = false
@@ -193,11 +164,11 @@ func (c *Client) dropFile(ino Ino) {
 }
 
 // attr is the view's attributes, if anything is pending.
-func (f *fileState) attr() (Attr, bool) {
+func (f *fileState) attr() (fsys.Attr, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.pending {
-		return Attr{}, false
+		return fsys.Attr{}, false
 	}
 	return attrOf(f.ino, f.n, f.baseVer), true
 }
@@ -228,7 +199,7 @@ func (f *fileState) dropRef(idx uint64) {
 
 // ---- chunks ----
 
-func sealChunk(key []byte, ino Ino, idx uint64, plain []byte) (chunkRef, blocks.Block, error) {
+func sealChunk(key []byte, ino fsys.Ino, idx uint64, plain []byte) (chunkRef, blocks.Block, error) {
 	r := chunkRef{Index: idx, Len: uint32(len(plain))}
 	if _, err := rand.Read(r.Salt[:]); err != nil {
 		return r, blocks.Block{}, err
@@ -246,9 +217,9 @@ func sealChunk(key []byte, ino Ino, idx uint64, plain []byte) (chunkRef, blocks.
 	return r, b, nil
 }
 
-func openChunk(key []byte, ino Ino, r chunkRef, ct []byte) ([]byte, error) {
+func openChunk(key []byte, ino fsys.Ino, r chunkRef, ct []byte) ([]byte, error) {
 	if len(ct) != int(r.Len)+tagSize {
-		return nil, fmt.Errorf("fsys: chunk %d of %016x: %d bytes: %w", r.Index, uint64(ino), len(ct), ErrIntegrity)
+		return nil, fmt.Errorf("fsys: chunk %d of %016x: %d bytes: %w", r.Index, uint64(ino), len(ct), fsys.ErrIntegrity)
 	}
 	g, err := gcmFor(key, r.Salt[:], infoChunk)
 	if err != nil {
@@ -256,7 +227,7 @@ func openChunk(key []byte, ino Ino, r chunkRef, ct []byte) ([]byte, error) {
 	}
 	plain, err := g.Open(make([]byte, 0, r.Len), zeroNonce[:], ct, chunkAD(ino, r.Index))
 	if err != nil {
-		return nil, fmt.Errorf("fsys: chunk %d of %016x does not authenticate: %w", r.Index, uint64(ino), ErrIntegrity)
+		return nil, fmt.Errorf("fsys: chunk %d of %016x does not authenticate: %w", r.Index, uint64(ino), fsys.ErrIntegrity)
 	}
 	return plain, nil
 }
@@ -266,15 +237,15 @@ func (c *Client) block(ctx context.Context, v *volume, id cid.Cid) ([]byte, erro
 	data, err := c.cfg.Store.Get(ctx, id)
 	if errors.Is(err, blocks.ErrNotFound) && c.cfg.Fetch != nil {
 		if ferr := c.cfg.Fetch(ctx, []cid.Cid{id}, v.hostNode); ferr != nil {
-			return nil, fmt.Errorf("fsys: fetch %s: %w: %v", id, ErrUnavailable, ferr)
+			return nil, fmt.Errorf("fsys: fetch %s: %w: %v", id, fsys.ErrUnavailable, ferr)
 		}
 		data, err = c.cfg.Store.Get(ctx, id)
 	}
 	switch {
 	case errors.Is(err, blocks.ErrNotFound):
-		return nil, fmt.Errorf("fsys: block %s: %w", id, ErrUnavailable)
+		return nil, fmt.Errorf("fsys: block %s: %w", id, fsys.ErrUnavailable)
 	case errors.Is(err, blocks.ErrIntegrity):
-		return nil, fmt.Errorf("fsys: block %s: %w", id, ErrIntegrity)
+		return nil, fmt.Errorf("fsys: block %s: %w", id, fsys.ErrIntegrity)
 	case err != nil:
 		return nil, fmt.Errorf("fsys: block %s: %w", id, err)
 	}
@@ -285,37 +256,30 @@ func (c *Client) block(ctx context.Context, v *volume, id cid.Cid) ([]byte, erro
 // for one chunk share one load; a waiter whose ctx ends stops waiting.
 func (f *fileState) plain(ctx context.Context, r chunkRef) ([]byte, error) {
 	cc := f.c.chunks
-	cc.mu.Lock()
-	if e, ok := cc.m[r.CID]; ok {
-		cc.l.MoveToFront(e)
-		p := e.Value.(*chunkItem).data
-		cc.mu.Unlock()
+	if p, ok := cc.lru.Get(r.CID); ok {
 		return p, nil
 	}
-	if ld, ok := cc.loading[r.CID]; ok {
-		cc.mu.Unlock()
-		select {
-		case <-ld.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	mine := false // this call ran the load
+	ch := cc.loads.DoChan(r.CID.KeyString(), func() (any, error) {
+		mine = true
+		p, err := f.plainLoad(ctx, r)
+		if err == nil {
+			cc.lru.Add(r.CID, p)
 		}
-		if ld.err == nil {
-			return ld.data, nil
+		return p, err
+	})
+	select {
+	case res := <-ch:
+		if res.Err == nil {
+			return res.Val.([]byte), nil
 		}
-		return f.plainLoad(ctx, r) // its ctx may have ended, not ours
+		if !mine {
+			return f.plainLoad(ctx, r) // its ctx may have ended, not ours
+		}
+		return nil, res.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	ld := &chunkLoad{done: make(chan struct{})}
-	cc.loading[r.CID] = ld
-	cc.mu.Unlock()
-	ld.data, ld.err = f.plainLoad(ctx, r)
-	cc.mu.Lock()
-	delete(cc.loading, r.CID)
-	cc.mu.Unlock()
-	close(ld.done)
-	if ld.err == nil {
-		cc.add(r.CID, ld.data)
-	}
-	return ld.data, ld.err
 }
 
 func (f *fileState) plainLoad(ctx context.Context, r chunkRef) ([]byte, error) {
@@ -329,9 +293,9 @@ func (f *fileState) plainLoad(ctx context.Context, r chunkRef) ([]byte, error) {
 // ---- reads ----
 
 // ReadAt reads from file ino at off.
-func (c *Client) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int, error) {
+func (c *Client) ReadAt(ctx context.Context, ino fsys.Ino, p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, fmt.Errorf("fsys: read at %d: %w", off, ErrInvalid)
+		return 0, fmt.Errorf("fsys: read at %d: %w", off, fsys.ErrInvalid)
 	}
 	f, err := c.file(ctx, ino)
 	if err != nil {
@@ -352,15 +316,15 @@ func (c *Client) ReadAt(ctx context.Context, ino Ino, p []byte, off int64) (int,
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
-		idx, inner := uint64(pos/ChunkSize), int(pos%ChunkSize)
-		m := min(len(p)-n, ChunkSize-inner)
+		idx, inner := uint64(pos/fsys.ChunkSize), int(pos%fsys.ChunkSize)
+		m := min(len(p)-n, fsys.ChunkSize-inner)
 		if err := f.readChunk(ctx, idx, inner, p[n:n+m]); err != nil {
 			return n, err
 		}
 		n += m
 	}
 	if sequential {
-		f.readAhead(uint64((off+int64(n))/ChunkSize) + 1)
+		f.readAhead(uint64((off+int64(n))/fsys.ChunkSize) + 1)
 	}
 	return n, nil
 }
@@ -438,22 +402,22 @@ func (f *fileState) readAhead(idx uint64) {
 // ---- writes ----
 
 // WriteAt writes p at off into the client's buffer (see FS).
-func (c *Client) WriteAt(ctx context.Context, ino Ino, p []byte, off int64) (int, error) {
+func (c *Client) WriteAt(ctx context.Context, ino fsys.Ino, p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > MaxFileSize || off+int64(len(p)) < off {
-		return 0, fmt.Errorf("fsys: write at %d: %w", off, ErrInvalid)
+		return 0, fmt.Errorf("fsys: write at %d: %w", off, fsys.ErrInvalid)
 	}
 	f, err := c.file(ctx, ino)
 	if err != nil {
 		return 0, err
 	}
 	if f.in.unlinked != 0 {
-		return 0, fmt.Errorf("fsys: write to an unlinked file: %w", ErrNotExist)
+		return 0, fmt.Errorf("fsys: write to an unlinked file: %w", fsys.ErrNotExist)
 	}
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
-		idx, inner := uint64(pos/ChunkSize), int(pos%ChunkSize)
-		m := min(len(p)-n, ChunkSize-inner)
+		idx, inner := uint64(pos/fsys.ChunkSize), int(pos%fsys.ChunkSize)
+		m := min(len(p)-n, fsys.ChunkSize-inner)
 		if err := f.writeChunk(ctx, idx, inner, p[n:n+m]); err != nil {
 			return n, err
 		}
@@ -495,7 +459,7 @@ func (f *fileState) writeChunk(ctx context.Context, idx uint64, inner int, src [
 		if buf == nil {
 			buf = make([]byte, len(base), bufCap(max(len(base), inner+len(src))))
 			copy(buf, base)
-			f.c.dirty.Add(ChunkSize)
+			f.c.dirty.Add(fsys.ChunkSize)
 		}
 	}
 	end := inner + len(src)
@@ -512,14 +476,14 @@ func (f *fileState) writeChunk(ctx context.Context, idx uint64, inner int, src [
 	copy(buf[inner:], src)
 	f.dirty[idx] = buf
 	f.touched[idx] = true
-	if sz := idx*ChunkSize + uint64(end); sz > f.n.Size {
+	if sz := idx*fsys.ChunkSize + uint64(end); sz > f.n.Size {
 		f.n.Size = sz
 	}
 	f.n.Mtime = f.c.now().UnixNano()
 	f.n.Ctime = f.n.Mtime
 	f.pending = true
 	f.gen++
-	full := len(buf) == ChunkSize
+	full := len(buf) == fsys.ChunkSize
 	if full {
 		f.startSealLocked(idx)
 	}
@@ -536,7 +500,7 @@ const smallBuf = 64 << 10
 
 func bufCap(n int) int {
 	if n > smallBuf {
-		return ChunkSize
+		return fsys.ChunkSize
 	}
 	return (n + 4095) &^ 4095
 }
@@ -573,7 +537,7 @@ func (f *fileState) finishSeal(idx uint64, j *sealJob) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.sealing[idx] != j {
-		f.c.dirty.Add(-ChunkSize) // superseded: a new dirty buffer took over (and counts itself)
+		f.c.dirty.Add(-fsys.ChunkSize) // superseded: a new dirty buffer took over (and counts itself)
 		return
 	}
 	delete(f.sealing, idx)
@@ -587,7 +551,7 @@ func (f *fileState) finishSeal(idx uint64, j *sealJob) {
 	} else {
 		f.setRef(j.ref)
 	}
-	f.c.dirty.Add(-ChunkSize)
+	f.c.dirty.Add(-fsys.ChunkSize)
 }
 
 // flush seals every dirty chunk (in the background) and, if wait, waits
@@ -598,7 +562,7 @@ func (f *fileState) flush(ctx context.Context, wait bool) error {
 		if len(b) == 0 {
 			delete(f.dirty, idx)
 			f.dropRef(idx)
-			f.c.dirty.Add(-ChunkSize)
+			f.c.dirty.Add(-fsys.ChunkSize)
 			continue
 		}
 		f.startSealLocked(idx)
@@ -623,7 +587,7 @@ func (f *fileState) flush(ctx context.Context, wait bool) error {
 	if err := f.err; err != nil {
 		f.err = nil
 		if errors.Is(err, blocks.ErrNoSpace) {
-			return fmt.Errorf("fsys: seal: %w: %v", ErrNoSpace, err)
+			return fmt.Errorf("fsys: seal: %w: %v", fsys.ErrNoSpace, err)
 		}
 		return fmt.Errorf("fsys: seal: %w", err)
 	}
@@ -638,7 +602,7 @@ func (f *fileState) flush(ctx context.Context, wait bool) error {
 // inode), ErrUnavailable, ErrConflict, ErrNoSpace, ErrIntegrity (the host
 // lost unsynced versions in a crash of its machine). Safe for concurrent
 // use.
-func (c *Client) Fsync(ctx context.Context, ino Ino) error {
+func (c *Client) Fsync(ctx context.Context, ino fsys.Ino) error {
 	c.mu.Lock()
 	f := c.files[ino]
 	c.mu.Unlock()
@@ -662,12 +626,12 @@ func (c *Client) Fsync(ctx context.Context, ino Ino) error {
 // commit leaves the writes pending; it is logged). Flush does not make
 // anything durable. Outcomes: nil, ErrNotExist (unknown inode),
 // ErrUnavailable (client closed). Safe for concurrent use.
-func (c *Client) Flush(ctx context.Context, ino Ino) error {
+func (c *Client) Flush(ctx context.Context, ino fsys.Ino) error {
 	c.mu.Lock()
 	f, closed := c.files[ino], c.closed
 	c.mu.Unlock()
 	if closed {
-		return fmt.Errorf("fsys: client closed: %w", ErrUnavailable)
+		return fmt.Errorf("fsys: client closed: %w", fsys.ErrUnavailable)
 	}
 	if f == nil {
 		_, err := c.info(ino)
@@ -696,7 +660,7 @@ func (c *Client) Flush(ctx context.Context, ino Ino) error {
 // on the file read what was written. Outcomes: nil, ErrNotExist (unknown
 // inode), ErrUnavailable, ErrConflict, ErrNoSpace. Safe for concurrent
 // use.
-func (c *Client) CommitFile(ctx context.Context, ino Ino) error {
+func (c *Client) CommitFile(ctx context.Context, ino fsys.Ino) error {
 	c.mu.Lock()
 	f := c.files[ino]
 	c.mu.Unlock()
@@ -759,7 +723,7 @@ func (f *fileState) sync(ctx context.Context, durable bool) error {
 	if f.gen == gen {
 		f.n = committed.clone()
 		f.touched = map[uint64]bool{}
-		f.attrs = SetAttr{}
+		f.attrs = fsys.SetAttr{}
 		f.pending = false
 		f.stale.Store(false)
 	}
@@ -772,7 +736,7 @@ func (f *fileState) sync(ctx context.Context, durable bool) error {
 // reapply puts this client's changes (touched chunks, explicit size and
 // attributes) over the fresh inode cur: the last committed writer wins per
 // chunk.
-func reapply(cur, view *inode, touched map[uint64]bool, attrs SetAttr) *inode {
+func reapply(cur, view *inode, touched map[uint64]bool, attrs fsys.SetAttr) *inode {
 	n := cur.clone()
 	tmp := &fileState{n: n}
 	for idx := range touched {
@@ -784,11 +748,11 @@ func reapply(cur, view *inode, touched map[uint64]bool, attrs SetAttr) *inode {
 	}
 	if attrs.Size != nil {
 		n.Size = view.Size
-		for len(n.refs) > 0 && n.refs[len(n.refs)-1].Index*ChunkSize >= n.Size {
+		for len(n.refs) > 0 && n.refs[len(n.refs)-1].Index*fsys.ChunkSize >= n.Size {
 			n.refs = n.refs[:len(n.refs)-1]
 		}
 		if k := len(n.refs); k > 0 {
-			if last := &n.refs[k-1]; last.Index*ChunkSize+uint64(last.Len) > n.Size {
+			if last := &n.refs[k-1]; last.Index*fsys.ChunkSize+uint64(last.Len) > n.Size {
 				// Another writer's chunk straddles our truncation: keep its
 				// bytes up to the new size only by dropping it (its
 				// writer's data past the size is gone anyway).
@@ -799,8 +763,8 @@ func reapply(cur, view *inode, touched map[uint64]bool, attrs SetAttr) *inode {
 		n.Size = view.Size
 	}
 	if k := len(n.refs); k > 0 {
-		if last := n.refs[k-1]; last.Index*ChunkSize+uint64(last.Len) > n.Size {
-			n.Size = last.Index*ChunkSize + uint64(last.Len)
+		if last := n.refs[k-1]; last.Index*fsys.ChunkSize+uint64(last.Len) > n.Size {
+			n.Size = last.Index*fsys.ChunkSize + uint64(last.Len)
 		}
 	}
 	if attrs.Mode != nil {
@@ -814,9 +778,9 @@ func reapply(cur, view *inode, touched map[uint64]bool, attrs SetAttr) *inode {
 }
 
 // setattr applies sa to the view.
-func (f *fileState) setattr(ctx context.Context, sa SetAttr) error {
+func (f *fileState) setattr(ctx context.Context, sa fsys.SetAttr) error {
 	if f.in.unlinked != 0 {
-		return fmt.Errorf("fsys: setattr of an unlinked file: %w", ErrNotExist)
+		return fmt.Errorf("fsys: setattr of an unlinked file: %w", fsys.ErrNotExist)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -824,7 +788,7 @@ func (f *fileState) setattr(ctx context.Context, sa SetAttr) error {
 	if sa.Size != nil {
 		size := *sa.Size
 		if size > MaxFileSize {
-			return fmt.Errorf("fsys: truncate to %d: %w", size, ErrInvalid)
+			return fmt.Errorf("fsys: truncate to %d: %w", size, fsys.ErrInvalid)
 		}
 		if size < f.n.Size {
 			if err := f.truncateLocked(ctx, size); err != nil {
@@ -850,11 +814,11 @@ func (f *fileState) setattr(ctx context.Context, sa SetAttr) error {
 // truncateLocked drops what lies past size: whole chunks, and the tail of
 // the boundary chunk (resealed, so that a later extension reads zeros).
 func (f *fileState) truncateLocked(ctx context.Context, size uint64) error {
-	first := (size + ChunkSize - 1) / ChunkSize // first chunk wholly past size
+	first := (size + fsys.ChunkSize - 1) / fsys.ChunkSize // first chunk wholly past size
 	for idx := range f.dirty {
 		if idx >= first {
 			delete(f.dirty, idx)
-			f.c.dirty.Add(-ChunkSize)
+			f.c.dirty.Add(-fsys.ChunkSize)
 			f.touched[idx] = true
 		}
 	}
@@ -868,11 +832,11 @@ func (f *fileState) truncateLocked(ctx context.Context, size uint64) error {
 		f.touched[f.n.refs[len(f.n.refs)-1].Index] = true
 		f.n.refs = f.n.refs[:len(f.n.refs)-1]
 	}
-	inner := int(size % ChunkSize)
+	inner := int(size % fsys.ChunkSize)
 	if inner == 0 {
 		return nil
 	}
-	idx := size / ChunkSize
+	idx := size / fsys.ChunkSize
 	if b, ok := f.dirty[idx]; ok {
 		if len(b) > inner {
 			f.dirty[idx] = b[:inner]
@@ -898,7 +862,7 @@ func (f *fileState) truncateLocked(ctx context.Context, size uint64) error {
 	buf := make([]byte, inner, bufCap(inner))
 	copy(buf, base)
 	f.dirty[idx] = buf
-	f.c.dirty.Add(ChunkSize)
+	f.c.dirty.Add(fsys.ChunkSize)
 	f.touched[idx] = true
 	return nil
 }

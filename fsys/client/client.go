@@ -1,4 +1,4 @@
-package fsys
+package client
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 
 	"blocktree.dev/bt/blocks"
 	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/fsys"
 	"blocktree.dev/bt/paths"
 )
 
@@ -39,7 +40,7 @@ type Config struct {
 	Fetch func(ctx context.Context, cids []cid.Cid, host paths.Path) error
 	// Locate returns the host of the volume that holds p, and the
 	// volume's path.
-	Locate func(ctx context.Context, p paths.Path) (Host, paths.Path, error)
+	Locate func(ctx context.Context, p paths.Path) (fsys.Host, paths.Path, error)
 	Log    *slog.Logger
 
 	// Issuer, if set, is the node key: Grant(RightWrite) issues a writecap
@@ -92,25 +93,25 @@ type Client struct {
 	aheadSem chan struct{}
 	dirty    atomic.Int64 // bytes of dirty and in-flight chunk buffers
 
-	notifyCh chan []Invalidation
+	notifyCh chan []fsys.Invalidation
 
 	// mu guards everything below.
 	mu        sync.Mutex
 	closed    bool
 	writecaps []*caps.Writecap
 	vols      map[paths.Path]*volume
-	inos      map[Ino]*inoInfo
-	files     map[Ino]*fileState
-	notify    []func(Invalidation)
+	inos      map[fsys.Ino]*inoInfo
+	files     map[fsys.Ino]*fileState
+	notify    []func(fsys.Invalidation)
 	chunks    *chunkCache
 }
 
 // volume is what the client knows of one volume; guarded by Client.mu.
 type volume struct {
 	path     paths.Path
-	host     Host
+	host     fsys.Host
 	hostNode paths.Path
-	root     Ino
+	root     fsys.Ino
 	seen     uint64 // the newest Change the watcher processed
 	gen      uint64 // incremented per processed Change
 	watching bool
@@ -120,9 +121,9 @@ type volume struct {
 	// syncs the host up to committed when durable is behind it.
 	committed uint64
 	durable   uint64
-	recs      map[RecordKey]*cached
-	names     map[RecordKey]string // entry key → name, for invalidations
-	lists     map[Ino]*listing
+	recs      map[fsys.RecordKey]*cached
+	names     map[fsys.RecordKey]string // entry key → name, for invalidations
+	lists     map[fsys.Ino]*listing
 	// grants are inodes this node holds readcaps for (besides the root).
 	grants []grantRoot
 	// readcapsAt is when the readcaps were last loaded (zero: never).
@@ -137,14 +138,14 @@ type volume struct {
 const readcapReload = 2 * time.Second
 
 type grantRoot struct {
-	ino   Ino
+	ino   fsys.Ino
 	depth int
 	name  string
 }
 
 // cached is a record as last read or written (rec nil: absent).
 type cached struct {
-	rec *Record
+	rec *fsys.Record
 	n   *inode // decoded inode (set once)
 	e   *entry // decoded entry (set once)
 }
@@ -158,7 +159,7 @@ func (c *cached) version() uint64 {
 
 type listing struct {
 	dirVer uint64
-	ents   []DirEntry
+	ents   []fsys.DirEntry
 }
 
 // inoInfo is what the client knows of an inode: its volume and key.
@@ -171,14 +172,14 @@ type inoInfo struct {
 	unlinked uint64
 }
 
-// NewClient returns a Client; it starts no goroutine until a volume is
+// New returns a Client; it starts no goroutine until a volume is
 // used. Close it to stop its watchers and read-ahead.
-func NewClient(cfg Config) (*Client, error) {
+func New(cfg Config) (*Client, error) {
 	if cfg.HostKey == nil || cfg.HostCert == nil || cfg.Store == nil || cfg.NodeID == "" {
-		return nil, fmt.Errorf("fsys: new client: HostKey, HostCert, NodeID and Store are required: %w", ErrInvalid)
+		return nil, fmt.Errorf("fsys: new client: HostKey, HostCert, NodeID and Store are required: %w", fsys.ErrInvalid)
 	}
 	if cfg.HostCert.NodeID != cfg.NodeID {
-		return nil, fmt.Errorf("fsys: new client: host certificate is for node %s, not %s: %w", cfg.HostCert.NodeID, cfg.NodeID, ErrInvalid)
+		return nil, fmt.Errorf("fsys: new client: host certificate is for node %s, not %s: %w", cfg.HostCert.NodeID, cfg.NodeID, fsys.ErrInvalid)
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -198,8 +199,8 @@ func NewClient(cfg Config) (*Client, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{cfg: cfg, ctx: ctx, cancel: cancel, log: cfg.Log,
 		sealSem: make(chan struct{}, sealers), aheadSem: make(chan struct{}, aheadWorkers),
-		notifyCh: make(chan []Invalidation, 1024),
-		vols:     map[paths.Path]*volume{}, inos: map[Ino]*inoInfo{}, files: map[Ino]*fileState{},
+		notifyCh: make(chan []fsys.Invalidation, 1024),
+		vols:     map[paths.Path]*volume{}, inos: map[fsys.Ino]*inoInfo{}, files: map[fsys.Ino]*fileState{},
 		chunks: newChunkCache(cfg.CacheChunks)}
 	if cfg.Writecap != nil {
 		c.writecaps = append(c.writecaps, cfg.Writecap)
@@ -232,7 +233,7 @@ func (c *Client) AddWritecap(w *caps.Writecap) {
 }
 
 // Notify registers fn for invalidations caused by other nodes.
-func (c *Client) Notify(fn func(Invalidation)) {
+func (c *Client) Notify(fn func(fsys.Invalidation)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.notify = append(c.notify, fn)
@@ -262,25 +263,25 @@ func (c *Client) now() time.Time { return c.cfg.Clock() }
 // ---- volumes ----
 
 // addVolume registers a volume on h (c.mu not held).
-func (c *Client) addVolume(ctx context.Context, h Host, want paths.Path) (*volume, error) {
+func (c *Client) addVolume(ctx context.Context, h fsys.Host, want paths.Path) (*volume, error) {
 	info, err := h.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("fsys: volume %s: %w", want, err)
 	}
 	if info.Root == 0 || info.Path.IsZero() {
-		return nil, fmt.Errorf("fsys: volume %s: bad info: %w", want, ErrInvalid)
+		return nil, fmt.Errorf("fsys: volume %s: bad info: %w", want, fsys.ErrInvalid)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, fmt.Errorf("fsys: client closed: %w", ErrUnavailable)
+		return nil, fmt.Errorf("fsys: client closed: %w", fsys.ErrUnavailable)
 	}
 	if v := c.vols[info.Path]; v != nil {
 		v.host = h
 		return v, nil
 	}
 	v := &volume{path: info.Path, host: h, hostNode: info.Host, root: info.Root, seen: info.Version,
-		own: map[uint64]bool{}, recs: map[RecordKey]*cached{}, names: map[RecordKey]string{}, lists: map[Ino]*listing{}}
+		own: map[uint64]bool{}, recs: map[fsys.RecordKey]*cached{}, names: map[fsys.RecordKey]string{}, lists: map[fsys.Ino]*listing{}}
 	c.vols[info.Path] = v
 	if c.inos[v.root] == nil {
 		c.inos[v.root] = &inoInfo{vol: v}
@@ -305,7 +306,7 @@ func (c *Client) volumeOf(ctx context.Context, p paths.Path) (*volume, error) {
 		return best, nil
 	}
 	if c.cfg.Locate == nil {
-		return nil, fmt.Errorf("fsys: no volume holds %s: %w", p, ErrNotExist)
+		return nil, fmt.Errorf("fsys: no volume holds %s: %w", p, fsys.ErrNotExist)
 	}
 	h, vp, err := c.cfg.Locate(ctx, p)
 	if err != nil {
@@ -370,8 +371,8 @@ func (c *Client) setWatching(v *volume, on bool) {
 }
 
 // apply processes one Change from the host.
-func (c *Client) apply(v *volume, chg Change) {
-	var invs []Invalidation
+func (c *Client) apply(v *volume, chg fsys.Change) {
+	var invs []fsys.Invalidation
 	c.mu.Lock()
 	if chg.Version <= v.seen {
 		c.mu.Unlock()
@@ -388,9 +389,9 @@ func (c *Client) apply(v *volume, chg Change) {
 			delete(v.lists, k.Ino)
 			if !own {
 				if name, ok := v.names[k]; ok {
-					invs = append(invs, Invalidation{Dir: k.Ino, Name: name})
+					invs = append(invs, fsys.Invalidation{Dir: k.Ino, Name: name})
 				} else {
-					invs = append(invs, Invalidation{Ino: k.Ino})
+					invs = append(invs, fsys.Invalidation{Ino: k.Ino})
 				}
 			}
 		} else {
@@ -398,7 +399,7 @@ func (c *Client) apply(v *volume, chg Change) {
 				f.stale.Store(true)
 			}
 			if !own {
-				invs = append(invs, Invalidation{Ino: k.Ino})
+				invs = append(invs, fsys.Invalidation{Ino: k.Ino})
 			}
 		}
 	}
@@ -420,7 +421,7 @@ func (c *Client) apply(v *volume, chg Change) {
 // get returns record k of v, from the cache while the volume is watched,
 // else from the host, falling back to the cache when the host is
 // unavailable.
-func (c *Client) get(ctx context.Context, v *volume, k RecordKey) (*cached, error) {
+func (c *Client) get(ctx context.Context, v *volume, k fsys.RecordKey) (*cached, error) {
 	c.mu.Lock()
 	ce, watching, gen := v.recs[k], v.watching, v.gen
 	c.mu.Unlock()
@@ -429,7 +430,7 @@ func (c *Client) get(ctx context.Context, v *volume, k RecordKey) (*cached, erro
 	}
 	recs, err := v.host.Get(ctx, 0, k)
 	if err != nil {
-		if errors.Is(err, ErrUnavailable) && ce != nil {
+		if errors.Is(err, fsys.ErrUnavailable) && ce != nil {
 			return ce, nil
 		}
 		return nil, err
@@ -448,15 +449,15 @@ func (c *Client) get(ctx context.Context, v *volume, k RecordKey) (*cached, erro
 	return ce, nil
 }
 
-func (c *Client) cacheLocked(v *volume, k RecordKey, ce *cached) {
+func (c *Client) cacheLocked(v *volume, k fsys.RecordKey, ce *cached) {
 	if len(v.recs) >= maxCachedRecords {
-		v.recs = map[RecordKey]*cached{}
-		v.names = map[RecordKey]string{}
+		v.recs = map[fsys.RecordKey]*cached{}
+		v.names = map[fsys.RecordKey]string{}
 	}
 	v.recs[k] = ce
 }
 
-func (c *Client) invalidate(v *volume, keys ...RecordKey) {
+func (c *Client) invalidate(v *volume, keys ...fsys.RecordKey) {
 	c.mu.Lock()
 	for _, k := range keys {
 		delete(v.recs, k)
@@ -468,33 +469,33 @@ func (c *Client) invalidate(v *volume, keys ...RecordKey) {
 }
 
 // info returns what the client knows of ino (ErrNotExist: nothing).
-func (c *Client) info(ino Ino) (*inoInfo, error) {
+func (c *Client) info(ino fsys.Ino) (*inoInfo, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, fmt.Errorf("fsys: client closed: %w", ErrUnavailable)
+		return nil, fmt.Errorf("fsys: client closed: %w", fsys.ErrUnavailable)
 	}
 	in := c.inos[ino]
 	if in == nil {
-		return nil, fmt.Errorf("fsys: inode %016x unknown to this client: %w", uint64(ino), ErrNotExist)
+		return nil, fmt.Errorf("fsys: inode %016x unknown to this client: %w", uint64(ino), fsys.ErrNotExist)
 	}
 	return in, nil
 }
 
-func (c *Client) keyOf(in *inoInfo, ino Ino) ([]byte, error) {
+func (c *Client) keyOf(in *inoInfo, ino fsys.Ino) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if in.key == nil {
-		return nil, fmt.Errorf("fsys: inode %016x: no key (no readcap): %w", uint64(ino), ErrPermission)
+		return nil, fmt.Errorf("fsys: inode %016x: no key (no readcap): %w", uint64(ino), fsys.ErrPermission)
 	}
 	return in.key, nil
 }
 
-func (c *Client) nameKeyOf(in *inoInfo, ino Ino) ([]byte, []byte, error) {
+func (c *Client) nameKeyOf(in *inoInfo, ino fsys.Ino) ([]byte, []byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if in.key == nil {
-		return nil, nil, fmt.Errorf("fsys: directory %016x: no key (no readcap): %w", uint64(ino), ErrPermission)
+		return nil, nil, fmt.Errorf("fsys: directory %016x: no key (no readcap): %w", uint64(ino), fsys.ErrPermission)
 	}
 	if in.nk == nil {
 		in.nk = nameKey(in.key)
@@ -503,7 +504,7 @@ func (c *Client) nameKeyOf(in *inoInfo, ino Ino) ([]byte, []byte, error) {
 }
 
 // learn records a child's key and volume.
-func (c *Client) learn(v *volume, ino Ino, key []byte) {
+func (c *Client) learn(v *volume, ino fsys.Ino, key []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	in := c.inos[ino]
@@ -517,7 +518,7 @@ func (c *Client) learn(v *volume, ino Ino, key []byte) {
 }
 
 // inodeOf reads and opens ino's inode record.
-func (c *Client) inodeOf(ctx context.Context, ino Ino) (*inoInfo, *cached, error) {
+func (c *Client) inodeOf(ctx context.Context, ino fsys.Ino) (*inoInfo, *cached, error) {
 	in, err := c.info(ino)
 	if err != nil {
 		return nil, nil, err
@@ -525,7 +526,7 @@ func (c *Client) inodeOf(ctx context.Context, ino Ino) (*inoInfo, *cached, error
 	if in.unlinked != 0 {
 		return c.inodeAt(ctx, in, ino, in.unlinked)
 	}
-	ce, err := c.get(ctx, in.vol, RecordKey{Ino: ino})
+	ce, err := c.get(ctx, in.vol, fsys.RecordKey{Ino: ino})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -535,8 +536,8 @@ func (c *Client) inodeOf(ctx context.Context, ino Ino) (*inoInfo, *cached, error
 	return in, ce, nil
 }
 
-func (c *Client) inodeAt(ctx context.Context, in *inoInfo, ino Ino, at uint64) (*inoInfo, *cached, error) {
-	recs, err := in.vol.host.Get(ctx, at, RecordKey{Ino: ino})
+func (c *Client) inodeAt(ctx context.Context, in *inoInfo, ino fsys.Ino, at uint64) (*inoInfo, *cached, error) {
+	recs, err := in.vol.host.Get(ctx, at, fsys.RecordKey{Ino: ino})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -550,9 +551,9 @@ func (c *Client) inodeAt(ctx context.Context, in *inoInfo, ino Ino, at uint64) (
 	return in, ce, nil
 }
 
-func (c *Client) openInodeRec(in *inoInfo, ino Ino, ce *cached) error {
+func (c *Client) openInodeRec(in *inoInfo, ino fsys.Ino, ce *cached) error {
 	if ce.rec == nil {
-		return fmt.Errorf("fsys: inode %016x: %w", uint64(ino), ErrNotExist)
+		return fmt.Errorf("fsys: inode %016x: %w", uint64(ino), fsys.ErrNotExist)
 	}
 	c.mu.Lock()
 	n := ce.n
@@ -578,12 +579,12 @@ func (c *Client) openInodeRec(in *inoInfo, ino Ino, ce *cached) error {
 
 // entryOf reads and opens the entry name of directory dir (ce.rec nil:
 // absent).
-func (c *Client) entryOf(ctx context.Context, in *inoInfo, dir Ino, name string) (RecordKey, *cached, error) {
+func (c *Client) entryOf(ctx context.Context, in *inoInfo, dir fsys.Ino, name string) (fsys.RecordKey, *cached, error) {
 	key, nk, err := c.nameKeyOf(in, dir)
 	if err != nil {
-		return RecordKey{}, nil, err
+		return fsys.RecordKey{}, nil, err
 	}
-	k := RecordKey{Ino: dir, Name: nameMAC(nk, name)}
+	k := fsys.RecordKey{Ino: dir, Name: nameMAC(nk, name)}
 	ce, err := c.get(ctx, in.vol, k)
 	if err != nil {
 		return k, nil, err
@@ -594,7 +595,7 @@ func (c *Client) entryOf(ctx context.Context, in *inoInfo, dir Ino, name string)
 	return k, ce, nil
 }
 
-func (c *Client) openEntryRec(v *volume, dirKey []byte, k RecordKey, ce *cached, name string) error {
+func (c *Client) openEntryRec(v *volume, dirKey []byte, k fsys.RecordKey, ce *cached, name string) error {
 	if ce.rec == nil {
 		return nil
 	}
@@ -607,7 +608,7 @@ func (c *Client) openEntryRec(v *volume, dirKey []byte, k RecordKey, ce *cached,
 			return err
 		}
 		if name != "" && e.Name != name {
-			return fmt.Errorf("fsys: entry %q holds name %q: %w", name, e.Name, ErrIntegrity)
+			return fmt.Errorf("fsys: entry %q holds name %q: %w", name, e.Name, fsys.ErrIntegrity)
 		}
 		c.mu.Lock()
 		if ce.e == nil {
@@ -620,8 +621,8 @@ func (c *Client) openEntryRec(v *volume, dirKey []byte, k RecordKey, ce *cached,
 	return nil
 }
 
-func attrOf(ino Ino, n *inode, ver uint64) Attr {
-	a := Attr{Ino: ino, Kind: n.Kind, Mode: n.Mode, Size: n.Size, Nlink: n.Nlink,
+func attrOf(ino fsys.Ino, n *inode, ver uint64) fsys.Attr {
+	a := fsys.Attr{Ino: ino, Kind: n.Kind, Mode: n.Mode, Size: n.Size, Nlink: n.Nlink,
 		Mtime: time.Unix(0, n.Mtime), Ctime: time.Unix(0, n.Ctime), Atime: time.Unix(0, n.Atime),
 		Owner: paths.ID(n.Owner), Version: ver}
 	return a
@@ -664,7 +665,7 @@ func (c *Client) loadReadcaps(ctx context.Context, v *volume) error {
 				depth++
 				break
 			}
-			recs, err := v.host.Get(ctx, 0, RecordKey{Ino: ino})
+			recs, err := v.host.Get(ctx, 0, fsys.RecordKey{Ino: ino})
 			if err != nil || len(recs) == 0 {
 				depth = -1
 				break
@@ -682,50 +683,50 @@ func (c *Client) loadReadcaps(ctx context.Context, v *volume) error {
 	return nil
 }
 
-func (c *Client) unwrap(ctx context.Context, rc Readcap) ([]byte, error) {
+func (c *Client) unwrap(ctx context.Context, rc fsys.Readcap) ([]byte, error) {
 	if c.cfg.Decapsulate == nil {
-		return nil, fmt.Errorf("fsys: no key agreement: %w", ErrPermission)
+		return nil, fmt.Errorf("fsys: no key agreement: %w", fsys.ErrPermission)
 	}
 	r, err := caps.DecodeReadcap(rc.Cap)
 	if err != nil {
-		return nil, fmt.Errorf("fsys: readcap: %w: %v", ErrIntegrity, err)
+		return nil, fmt.Errorf("fsys: readcap: %w: %v", fsys.ErrIntegrity, err)
 	}
-	key, err := r.Unwrap(ctx, c.cfg.Decapsulate, ReadcapPurpose(rc.Ino))
+	key, err := r.Unwrap(ctx, c.cfg.Decapsulate, fsys.ReadcapPurpose(rc.Ino))
 	if err != nil {
-		return nil, fmt.Errorf("fsys: readcap: %w: %v", ErrPermission, err)
+		return nil, fmt.Errorf("fsys: readcap: %w: %v", fsys.ErrPermission, err)
 	}
-	if len(key) != KeySize {
-		return nil, fmt.Errorf("fsys: readcap: key of %d bytes: %w", len(key), ErrIntegrity)
+	if len(key) != fsys.KeySize {
+		return nil, fmt.Errorf("fsys: readcap: key of %d bytes: %w", len(key), fsys.ErrIntegrity)
 	}
 	return key, nil
 }
 
 // Root returns the root directory of the volume hosted at /<root>.
-func (c *Client) Root(ctx context.Context, root paths.ID) (Attr, error) {
+func (c *Client) Root(ctx context.Context, root paths.ID) (fsys.Attr, error) {
 	p, err := paths.New(root)
 	if err != nil {
-		return Attr{}, fmt.Errorf("fsys: root %s: %w", root, ErrInvalid)
+		return fsys.Attr{}, fmt.Errorf("fsys: root %s: %w", root, fsys.ErrInvalid)
 	}
 	return c.Walk(ctx, p)
 }
 
 // Walk resolves an absolute path (symlinks are not followed).
-func (c *Client) Walk(ctx context.Context, p paths.Path) (Attr, error) {
+func (c *Client) Walk(ctx context.Context, p paths.Path) (fsys.Attr, error) {
 	ino, err := c.walk(ctx, p)
 	if err != nil {
-		return Attr{}, err
+		return fsys.Attr{}, err
 	}
 	return c.Getattr(ctx, ino)
 }
 
-func (c *Client) walk(ctx context.Context, p paths.Path) (Ino, error) {
+func (c *Client) walk(ctx context.Context, p paths.Path) (fsys.Ino, error) {
 	v, err := c.volumeOf(ctx, p)
 	if err != nil {
 		return 0, err
 	}
 	rel, err := v.path.Rel(p)
 	if err != nil {
-		return 0, fmt.Errorf("fsys: walk %s: %w", p, ErrNotExist)
+		return 0, fmt.Errorf("fsys: walk %s: %w", p, fsys.ErrNotExist)
 	}
 	in, err := c.info(v.root)
 	if err != nil {
@@ -735,7 +736,7 @@ func (c *Client) walk(ctx context.Context, p paths.Path) (Ino, error) {
 	haveRoot := in.key != nil
 	c.mu.Unlock()
 	if !haveRoot {
-		if err := c.loadReadcaps(ctx, v); err != nil && !errors.Is(err, ErrUnavailable) {
+		if err := c.loadReadcaps(ctx, v); err != nil && !errors.Is(err, fsys.ErrUnavailable) {
 			return 0, err
 		}
 	}
@@ -746,7 +747,7 @@ func (c *Client) walk(ctx context.Context, p paths.Path) (Ino, error) {
 	if haveRoot {
 		return c.walkFrom(ctx, v.root, rel)
 	}
-	var lastErr error = fmt.Errorf("fsys: walk %s: no readcap: %w", p, ErrPermission)
+	var lastErr error = fmt.Errorf("fsys: walk %s: no readcap: %w", p, fsys.ErrPermission)
 	for _, g := range grants {
 		if g.depth > len(rel) || rel[g.depth-1] != g.name {
 			continue
@@ -760,7 +761,7 @@ func (c *Client) walk(ctx context.Context, p paths.Path) (Ino, error) {
 	return 0, lastErr
 }
 
-func (c *Client) walkFrom(ctx context.Context, ino Ino, comps []string) (Ino, error) {
+func (c *Client) walkFrom(ctx context.Context, ino fsys.Ino, comps []string) (fsys.Ino, error) {
 	for _, name := range comps {
 		a, err := c.Lookup(ctx, ino, name)
 		if err != nil {
@@ -777,24 +778,24 @@ func (c *Client) walkFrom(ctx context.Context, ino Ino, comps []string) (Ino, er
 type txb struct {
 	c    *Client
 	v    *volume
-	base map[RecordKey]uint64
-	put  map[RecordKey]*Record
-	del  map[RecordKey]bool
-	keys []RecordKey
-	rc   []Readcap
-	rr   []Readcap
+	base map[fsys.RecordKey]uint64
+	put  map[fsys.RecordKey]*fsys.Record
+	del  map[fsys.RecordKey]bool
+	keys []fsys.RecordKey
+	rc   []fsys.Readcap
+	rr   []fsys.Readcap
 	// after the commit: records to cache (decoded) and keys to learn
-	newInodes  map[Ino]*inode
-	newEntries map[RecordKey]*entry
-	learnKeys  map[Ino][]byte
-	parents    map[Ino]Ino        // Parent of the inodes read or written
-	grants     map[Ino]paths.Path // Grant of the inodes read or written
+	newInodes  map[fsys.Ino]*inode
+	newEntries map[fsys.RecordKey]*entry
+	learnKeys  map[fsys.Ino][]byte
+	parents    map[fsys.Ino]fsys.Ino   // Parent of the inodes read or written
+	grants     map[fsys.Ino]paths.Path // Grant of the inodes read or written
 	// durable: commit with Host.Commit (durable before it returns) even
 	// when the host is a Syncer.
 	durable bool
 }
 
-func (b *txb) touch(k RecordKey, ver uint64) {
+func (b *txb) touch(k fsys.RecordKey, ver uint64) {
 	if _, ok := b.base[k]; !ok {
 		b.base[k] = ver
 	}
@@ -802,19 +803,19 @@ func (b *txb) touch(k RecordKey, ver uint64) {
 
 // inode reads ino's current inode through the cache and bases the Tx on
 // it.
-func (b *txb) inode(ctx context.Context, ino Ino) (*inoInfo, *inode, uint64, error) {
+func (b *txb) inode(ctx context.Context, ino fsys.Ino) (*inoInfo, *inode, uint64, error) {
 	if n, ok := b.newInodes[ino]; ok {
 		in, err := b.c.info(ino)
-		return in, n, b.base[RecordKey{Ino: ino}], err
+		return in, n, b.base[fsys.RecordKey{Ino: ino}], err
 	}
 	in, ce, err := b.c.inodeOf(ctx, ino)
 	if err != nil {
 		return nil, nil, 0, err
 	}
 	if in.vol != b.v {
-		return nil, nil, 0, fmt.Errorf("fsys: inode %016x is in volume %s: %w", uint64(ino), in.vol.path, ErrCrossVolume)
+		return nil, nil, 0, fmt.Errorf("fsys: inode %016x is in volume %s: %w", uint64(ino), in.vol.path, fsys.ErrCrossVolume)
 	}
-	b.touch(RecordKey{Ino: ino}, ce.rec.Version)
+	b.touch(fsys.RecordKey{Ino: ino}, ce.rec.Version)
 	b.c.mu.Lock()
 	parent := ce.rec.Parent
 	b.c.mu.Unlock()
@@ -823,21 +824,21 @@ func (b *txb) inode(ctx context.Context, ino Ino) (*inoInfo, *inode, uint64, err
 	return in, ce.n.clone(), ce.rec.Version, nil
 }
 
-func (b *txb) dir(ctx context.Context, ino Ino) (*inoInfo, *inode, error) {
+func (b *txb) dir(ctx context.Context, ino fsys.Ino) (*inoInfo, *inode, error) {
 	in, n, _, err := b.inode(ctx, ino)
 	if err != nil {
 		return nil, nil, err
 	}
-	if n.Kind != KindDir {
-		return nil, nil, fmt.Errorf("fsys: %016x: %w", uint64(ino), ErrNotDir)
+	if n.Kind != fsys.KindDir {
+		return nil, nil, fmt.Errorf("fsys: %016x: %w", uint64(ino), fsys.ErrNotDir)
 	}
 	return in, n, nil
 }
 
 // entry reads the entry name of dir (nil: absent) and bases the Tx on it.
-func (b *txb) entry(ctx context.Context, in *inoInfo, dir Ino, name string) (RecordKey, *entry, error) {
+func (b *txb) entry(ctx context.Context, in *inoInfo, dir fsys.Ino, name string) (fsys.RecordKey, *entry, error) {
 	if err := validName(name); err != nil {
-		return RecordKey{}, nil, fmt.Errorf("fsys: name %q: %w", name, err)
+		return fsys.RecordKey{}, nil, fmt.Errorf("fsys: name %q: %w", name, err)
 	}
 	k, ce, err := b.c.entryOf(ctx, in, dir, name)
 	if err != nil {
@@ -850,12 +851,12 @@ func (b *txb) entry(ctx context.Context, in *inoInfo, dir Ino, name string) (Rec
 	return k, ce.e, nil
 }
 
-func (b *txb) putInode(ino, parent Ino, grant paths.Path, n *inode, key []byte) error {
+func (b *txb) putInode(ino, parent fsys.Ino, grant paths.Path, n *inode, key []byte) error {
 	sealed, err := sealInode(key, ino, n)
 	if err != nil {
 		return err
 	}
-	k := RecordKey{Ino: ino}
+	k := fsys.RecordKey{Ino: ino}
 	var bl []cid.Cid
 	for _, r := range n.refs {
 		bl = append(bl, r.CID)
@@ -864,7 +865,7 @@ func (b *txb) putInode(ino, parent Ino, grant paths.Path, n *inode, key []byte) 
 		b.keys = append(b.keys, k)
 	}
 	delete(b.del, k)
-	b.put[k] = &Record{Key: k, Parent: parent, Sealed: sealed, Blocks: bl, Grant: grant}
+	b.put[k] = &fsys.Record{Key: k, Parent: parent, Sealed: sealed, Blocks: bl, Grant: grant}
 	b.newInodes[ino] = n
 	b.parents[ino] = parent
 	b.grants[ino] = grant
@@ -874,7 +875,7 @@ func (b *txb) putInode(ino, parent Ino, grant paths.Path, n *inode, key []byte) 
 	return nil
 }
 
-func (b *txb) putEntry(dirKey []byte, k RecordKey, e *entry) error {
+func (b *txb) putEntry(dirKey []byte, k fsys.RecordKey, e *entry) error {
 	sealed, err := sealEntry(dirKey, k, e)
 	if err != nil {
 		return err
@@ -883,7 +884,7 @@ func (b *txb) putEntry(dirKey []byte, k RecordKey, e *entry) error {
 		b.keys = append(b.keys, k)
 	}
 	delete(b.del, k)
-	b.put[k] = &Record{Key: k, Sealed: sealed}
+	b.put[k] = &fsys.Record{Key: k, Sealed: sealed}
 	b.newEntries[k] = e
 	if _, ok := b.base[k]; !ok {
 		b.base[k] = 0
@@ -891,7 +892,7 @@ func (b *txb) putEntry(dirKey []byte, k RecordKey, e *entry) error {
 	return nil
 }
 
-func (b *txb) delete(k RecordKey) {
+func (b *txb) delete(k fsys.RecordKey) {
 	if _, ok := b.put[k]; ok {
 		delete(b.put, k)
 	} else {
@@ -926,9 +927,9 @@ func (c *Client) updateDurable(ctx context.Context, v *volume, op string, fn fun
 
 func (c *Client) updateOpt(ctx context.Context, v *volume, op string, durable bool, fn func(b *txb) error) (uint64, error) {
 	for attempt := 0; ; attempt++ {
-		b := &txb{c: c, v: v, base: map[RecordKey]uint64{}, put: map[RecordKey]*Record{}, del: map[RecordKey]bool{},
-			newInodes: map[Ino]*inode{}, newEntries: map[RecordKey]*entry{}, learnKeys: map[Ino][]byte{},
-			parents: map[Ino]Ino{}, grants: map[Ino]paths.Path{}, durable: durable}
+		b := &txb{c: c, v: v, base: map[fsys.RecordKey]uint64{}, put: map[fsys.RecordKey]*fsys.Record{}, del: map[fsys.RecordKey]bool{},
+			newInodes: map[fsys.Ino]*inode{}, newEntries: map[fsys.RecordKey]*entry{}, learnKeys: map[fsys.Ino][]byte{},
+			parents: map[fsys.Ino]fsys.Ino{}, grants: map[fsys.Ino]paths.Path{}, durable: durable}
 		if err := fn(b); err != nil {
 			return 0, err
 		}
@@ -939,10 +940,10 @@ func (c *Client) updateOpt(ctx context.Context, v *volume, op string, durable bo
 		if err == nil {
 			return ver, nil
 		}
-		if !errors.Is(err, ErrConflict) || attempt >= c.cfg.MaxRetries {
+		if !errors.Is(err, fsys.ErrConflict) || attempt >= c.cfg.MaxRetries {
 			return 0, err
 		}
-		keys := make([]RecordKey, 0, len(b.base))
+		keys := make([]fsys.RecordKey, 0, len(b.base))
 		for k := range b.base {
 			keys = append(keys, k)
 		}
@@ -972,9 +973,9 @@ func (c *Client) writecapsFor(v *volume) []*caps.Writecap {
 }
 
 func (c *Client) commit(ctx context.Context, v *volume, b *txb, op string) (uint64, error) {
-	tx := &Tx{Volume: v.path, Op: op, Time: c.now(), HostCert: c.cfg.HostCert,
+	tx := &fsys.Tx{Volume: v.path, Op: op, Time: c.now(), HostCert: c.cfg.HostCert,
 		Readcaps: b.rc, RevokeReaders: b.rr}
-	touched := map[RecordKey]bool{}
+	touched := map[fsys.RecordKey]bool{}
 	for _, k := range b.keys {
 		if r, ok := b.put[k]; ok && !touched[k] {
 			tx.Put = append(tx.Put, *r)
@@ -985,7 +986,7 @@ func (c *Client) commit(ctx context.Context, v *volume, b *txb, op string) (uint
 		}
 	}
 	for k, ver := range b.base {
-		tx.Base = append(tx.Base, Base{Key: k, Version: ver})
+		tx.Base = append(tx.Base, fsys.Base{Key: k, Version: ver})
 	}
 	sort.Slice(tx.Base, func(i, j int) bool {
 		a, b := tx.Base[i].Key, tx.Base[j].Key
@@ -996,18 +997,18 @@ func (c *Client) commit(ctx context.Context, v *volume, b *txb, op string) (uint
 	})
 	wcs := c.writecapsFor(v)
 	if len(wcs) == 0 {
-		return 0, fmt.Errorf("fsys: %s: no writecap for %s: %w", op, v.path, ErrPermission)
+		return 0, fmt.Errorf("fsys: %s: no writecap for %s: %w", op, v.path, fsys.ErrPermission)
 	}
 	var ver uint64
 	var err error
 	c.mu.Lock()
 	h := v.host
 	c.mu.Unlock()
-	syncer, noSync := h.(Syncer)
+	syncer, noSync := h.(fsys.Syncer)
 	noSync = noSync && !b.durable
 	for _, w := range wcs {
 		tx.Writecap = w
-		if err = SignTx(tx, c.cfg.HostKey); err != nil {
+		if err = fsys.SignTx(tx, c.cfg.HostKey); err != nil {
 			return 0, err
 		}
 		if noSync {
@@ -1015,7 +1016,7 @@ func (c *Client) commit(ctx context.Context, v *volume, b *txb, op string) (uint
 		} else {
 			ver, err = h.Commit(ctx, tx)
 		}
-		if !errors.Is(err, ErrPermission) {
+		if !errors.Is(err, fsys.ErrPermission) {
 			break
 		}
 	}
@@ -1077,7 +1078,7 @@ func (c *Client) syncVolume(ctx context.Context, v *volume) error {
 	if want <= have {
 		return nil
 	}
-	if s, ok := h.(Syncer); ok {
+	if s, ok := h.(fsys.Syncer); ok {
 		if err := s.Sync(ctx, want); err != nil {
 			return fmt.Errorf("fsys: fsync %s: %w", v.path, err)
 		}
@@ -1090,18 +1091,18 @@ func (c *Client) syncVolume(ctx context.Context, v *volume) error {
 
 // ---- helpers ----
 
-func newIno() Ino {
+func newIno() fsys.Ino {
 	var b [8]byte
 	for {
 		rand.Read(b[:])
-		if i := Ino(binary.BigEndian.Uint64(b[:])); i != 0 {
+		if i := fsys.Ino(binary.BigEndian.Uint64(b[:])); i != 0 {
 			return i
 		}
 	}
 }
 
 func newKey() []byte {
-	k := make([]byte, KeySize)
+	k := make([]byte, fsys.KeySize)
 	rand.Read(k)
 	return k
 }
@@ -1111,11 +1112,11 @@ func newKey() []byte {
 func publicKeyOf(id paths.ID) (crypto.PubKey, error) {
 	pid, err := peer.Decode(string(id))
 	if err != nil {
-		return nil, fmt.Errorf("fsys: principal %s: %w", id, ErrInvalid)
+		return nil, fmt.Errorf("fsys: principal %s: %w", id, fsys.ErrInvalid)
 	}
 	pk, err := pid.ExtractPublicKey()
 	if err != nil || pk == nil {
-		return nil, fmt.Errorf("fsys: principal %s does not embed its public key: %w", id, ErrNotSupported)
+		return nil, fmt.Errorf("fsys: principal %s does not embed its public key: %w", id, fsys.ErrNotSupported)
 	}
 	return pk, nil
 }

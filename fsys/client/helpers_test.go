@@ -1,4 +1,4 @@
-package fsys_test
+package client_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"blocktree.dev/bt/blocks/memstore"
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/fsys"
+	"blocktree.dev/bt/fsys/client"
 	"blocktree.dev/bt/fsys/host"
 	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/paths"
@@ -127,7 +128,7 @@ type testNode struct {
 	path  paths.Path
 	wc    *caps.Writecap
 	store blocks.PinStore
-	c     *fsys.Client
+	c     *client.Client
 	hk    crypto.PrivKey
 	cert  *caps.HostCert
 }
@@ -156,7 +157,7 @@ func (tv *testVolume) newNodeWithKey(t testing.TB, name string, old *testNode) *
 	return n
 }
 
-func (tv *testVolume) startNode(t testing.TB, n *testNode, mod func(*fsys.Config)) {
+func (tv *testVolume) startNode(t testing.TB, n *testNode, mod func(*client.Config)) {
 	t.Helper()
 	if tv.durable {
 		s, err := leveldb.Open(t.TempDir())
@@ -185,9 +186,9 @@ func (tv *testVolume) startNode(t testing.TB, n *testNode, mod func(*fsys.Config
 }
 
 // newClientWith makes a client for n, with mod changing its config.
-func newClientWith(t testing.TB, tv *testVolume, n *testNode, mod func(*fsys.Config)) *fsys.Client {
+func newClientWith(t testing.TB, tv *testVolume, n *testNode, mod func(*client.Config)) *client.Client {
 	t.Helper()
-	cfg := fsys.Config{
+	cfg := client.Config{
 		Node: n.path, NodeID: n.id, HostKey: n.hk, HostCert: n.cert, Writecap: n.wc,
 		Decapsulate: n.key.ECDH, Store: n.store,
 		Fetch: func(ctx context.Context, cids []cid.Cid, _ paths.Path) error {
@@ -213,7 +214,7 @@ func newClientWith(t testing.TB, tv *testVolume, n *testNode, mod func(*fsys.Con
 	if mod != nil {
 		mod(&cfg)
 	}
-	c, err := fsys.NewClient(cfg)
+	c, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
