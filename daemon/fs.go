@@ -155,12 +155,6 @@ func startFS(ctx context.Context, r *repo.Repo, node *p2p.Node, id *p2p.Identity
 			return v.Host, v.Path, err
 		},
 		Issuer: &nodeSigner{r: r, pub: id.Cert.Node},
-		Issued: func(ctx context.Context, w *caps.Writecap) error {
-			if slot, ok := ctx.Value(issuedKey{}).(**caps.Writecap); ok {
-				*slot = w
-			}
-			return nil
-		},
 		Log: log,
 	})
 	if err != nil {
@@ -340,7 +334,7 @@ func (f *fsService) grantMembers() {
 				done := f.granted[nodeID]
 				f.mu.Unlock()
 				if !done {
-					err = f.client.Grant(ctx, root, nodeID, fsys.RightRead, time.Time{})
+					_, err = f.client.Grant(ctx, root, nodeID, fsys.RightRead, time.Time{})
 					if err == nil {
 						if derr := f.nodeDir(ctx, pi.Path, nodeID); derr != nil {
 							f.log.Warn("cannot make the member's node directory a write point", "member", pi.Path, "err", derr)
@@ -372,8 +366,8 @@ func (f *fsService) nodeDir(ctx context.Context, p paths.Path, nodeID paths.ID) 
 	if _, err := f.mkdirAll(ctx, p, 0o755, true); err != nil {
 		return err
 	}
-	var issued *caps.Writecap
-	return f.client.Grant(context.WithValue(ctx, issuedKey{}, &issued), p, nodeID, fsys.RightWrite, time.Time{})
+	_, err := f.client.Grant(ctx, p, nodeID, fsys.RightWrite, time.Time{})
+	return err
 }
 
 // Close unmounts every mount, stops serving, closes the client and the
@@ -404,10 +398,6 @@ func (f *fsService) Close() error {
 	})
 	return nil
 }
-
-// issuedKey carries, in a Grant's context, where the writecap it issues
-// goes.
-type issuedKey struct{}
 
 // nodeSigner is the node key as a caps.Signer, opened for each signature
 // (granting write is rare; a TPM stays off hot paths).
@@ -953,9 +943,8 @@ func (f *fsService) grant(ctx context.Context, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var issued *caps.Writecap
-	ctx = context.WithValue(ctx, issuedKey{}, &issued)
-	if err := f.client.Grant(ctx, p, who, right, req.Expires); err != nil {
+	issued, err := f.client.Grant(ctx, p, who, right, req.Expires)
+	if err != nil {
 		return nil, fsErr(err)
 	}
 	res := api.FSGrantResult{Path: p.String(), Principal: string(who), Right: req.Right}
