@@ -102,24 +102,11 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	switch {
 	case len(opts.Listen) > 0:
 		cfg.Listen = opts.Listen
-	case len(r.Config.Listen) > 0:
-		cfg.Listen = nil
-		for _, s := range r.Config.Listen {
-			a, err := ma.NewMultiaddr(s)
-			if err != nil {
-				return fmt.Errorf("daemon: repo listen address %q: %w", s, err)
-			}
-			cfg.Listen = append(cfg.Listen, a)
-		}
+	case len(r.Config.ListenAddrs) > 0:
+		cfg.Listen = r.Config.ListenAddrs
 	}
 	cfg.Bootstrap = append(cfg.Bootstrap, opts.Bootstrap...)
-	for _, s := range r.Config.Bootstrap {
-		ai, err := peer.AddrInfoFromString(s)
-		if err != nil {
-			return fmt.Errorf("daemon: repo bootstrap address %q: %w", s, err)
-		}
-		cfg.Bootstrap = append(cfg.Bootstrap, *ai)
-	}
+	cfg.Bootstrap = append(cfg.Bootstrap, r.Config.BootstrapPeers...)
 	node, err := p2p.New(ctx, id, cfg)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -174,22 +161,8 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	defer xch.Close()
-	pol, err := replicationPolicy(st.Replication, st.Replicas)
-	if err != nil {
-		return err
-	}
-	rcfg := replica.Config{Policy: pol, Log: log}
-	switch st.ScrubInterval {
-	case "":
-	case "off":
-		rcfg.ScrubInterval = -1
-	default:
-		rcfg.ScrubInterval, _ = time.ParseDuration(st.ScrubInterval) // validated by repo
-	}
-	srv.gcGrace = defaultGCGrace
-	if st.GCGrace != "" {
-		srv.gcGrace, _ = time.ParseDuration(st.GCGrace) // validated by repo
-	}
+	rcfg := replica.Config{Policy: replica.Policy{Default: st.Policy.Default, ByPath: st.Policy.ByPath}, ScrubInterval: st.Scrub, Log: log}
+	srv.gcGrace = st.Grace
 	srv.replica = replica.New(store, xch, srv.members, rcfg)
 	scrubbed := make(chan struct{})
 	go func() { defer close(scrubbed); _ = srv.replica.Serve(ctx) }()

@@ -155,7 +155,7 @@ func startFS(ctx context.Context, r *repo.Repo, node *p2p.Node, id *p2p.Identity
 			return v.Host, v.Path, err
 		},
 		Issuer: &nodeSigner{r: r, pub: id.Cert.Node},
-		Log: log,
+		Log:    log,
 	})
 	if err != nil {
 		f.server.Close()
@@ -188,10 +188,8 @@ func (f *fsService) rootHostOf(root paths.ID) paths.Path {
 // that path in the repo.
 func (f *fsService) learnRootHost() {
 	var ids []peer.ID
-	for _, s := range f.r.Config.Bootstrap {
-		if ai, err := peer.AddrInfoFromString(s); err == nil {
-			ids = append(ids, ai.ID)
-		}
+	for _, ai := range f.r.Config.BootstrapPeers {
+		ids = append(ids, ai.ID)
 	}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
