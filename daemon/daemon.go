@@ -119,7 +119,9 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	go func() { served <- node.Serve(ctx) }()
 
 	reg := invite.NewRegistry(r.Config.Root, nil)
-	invite.Serve(node.Host(), reg, func() []ma.Multiaddr { return bootstrapAddrs(node) }, log.With("subsystem", "invite"))
+	inv := invite.NewServer(node.Host(), reg, func() []ma.Multiaddr { return bootstrapAddrs(node) }, log.With("subsystem", "invite"))
+	go func() { _ = inv.Serve(ctx) }()
+	defer inv.Close()
 
 	// One verifier for messaging and pub-sub, so a chain checked by one is
 	// warm for the other.
