@@ -83,7 +83,7 @@ type fsService struct {
 	client  *fsys.Client
 	server  *remote.Server
 	loc     *remote.Locator
-	ctx     context.Context // the service's life
+	ctx     context.Context // the service's life; cancelled under mu
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	api     *server
@@ -161,7 +161,6 @@ func startFS(ctx context.Context, r *repo.Repo, node *p2p.Node, id *p2p.Identity
 		f.server.Close()
 		return nil, fmt.Errorf("daemon: fs: %w", err)
 	}
-	f.wg.Go(func() { _ = f.server.Serve(f.ctx) })
 	for _, e := range list.Volumes {
 		if _, err := f.hostVolume(ctx, e); err != nil {
 			f.log.Error("cannot host volume", "volume", e.Path, "err", err)
@@ -368,6 +367,20 @@ func (f *fsService) nodeDir(ctx context.Context, p paths.Path, nodeID paths.ID) 
 	return err
 }
 
+// Serve announces the hosted volumes to peers (remote.Server.Serve) until
+// ctx ends or the service closes, and returns what that returns.
+func (f *fsService) Serve(ctx context.Context) error {
+	f.mu.Lock()
+	if f.ctx.Err() != nil {
+		f.mu.Unlock()
+		return nil
+	}
+	f.wg.Add(1)
+	f.mu.Unlock()
+	defer f.wg.Done()
+	return f.server.Serve(ctx)
+}
+
 // Close unmounts every mount, stops serving, closes the client and the
 // hosted volumes, and waits for the service's goroutines. Idempotent.
 func (f *fsService) Close() error {
@@ -381,7 +394,9 @@ func (f *fsService) Close() error {
 				f.log.Warn("unmount", "dir", dir, "err", err)
 			}
 		}
-		f.cancel()
+		f.mu.Lock()
+		f.cancel() // under mu: Serve adds itself to wg only before this
+		f.mu.Unlock()
 		f.server.Close()
 		f.wg.Wait()
 		if f.client != nil {

@@ -144,14 +144,31 @@ func startWasm(ctx context.Context, r *repo.Repo, id *p2p.Identity, rt *actors.R
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	f.client.Notify(w.notified)
-	w.wg.Go(w.watch)
 	return w, nil
+}
+
+// Serve watches the deployment directory until ctx ends or the service
+// closes.
+func (w *wasmService) Serve(ctx context.Context) error {
+	w.mu.Lock()
+	if w.ctx.Err() != nil {
+		w.mu.Unlock()
+		return nil
+	}
+	w.wg.Add(1)
+	w.mu.Unlock()
+	defer w.wg.Done()
+	defer context.AfterFunc(ctx, w.cancel)()
+	w.watch()
+	return nil
 }
 
 // Close stops watching and stops every instance. Idempotent.
 func (w *wasmService) Close() error {
 	w.closeMu.Do(func() {
-		w.cancel()
+		w.mu.Lock()
+		w.cancel() // under mu: Serve adds itself to wg only before this
+		w.mu.Unlock()
 		w.wg.Wait()
 		w.rt.Close()
 	})
