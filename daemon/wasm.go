@@ -61,7 +61,7 @@ type wasmService struct {
 // startWasm builds the module runtime and the deployment controller.
 func startWasm(ctx context.Context, r *repo.Repo, id *p2p.Identity, rt *actors.Runtime, router *msg.Router, ps *pubsub.PubSub,
 	f *fsService, verifier *caps.Verifier, log *slog.Logger) (*wasmService, error) {
-	w := &wasmService{node: r.Config.Node, fs: f, verify: verifier, signer: &nodeSigner{r: r, pub: id.Cert.Node}}
+	w := &wasmService{node: r.Config.Node, fs: f, verify: verifier, signer: f.Signer()}
 	var err error
 	w.rt, err = wasm.New(ctx, wasm.Config{Actors: rt, Files: wasm.FSFiles(f.client), PubSub: ps, Node: r.Config.Node,
 		CacheDir: filepath.Join(r.Dir, WasmCacheDir), Verifier: verifier, Log: log, Clock: time.Now})
@@ -70,7 +70,7 @@ func startWasm(ctx context.Context, r *repo.Repo, id *p2p.Identity, rt *actors.R
 	}
 	node := r.Config.Node
 	w.ctl, err = deploy.New(deploy.Config{Node: node, FS: f.client, Runtime: w.rt,
-		MakeDir: func(ctx context.Context, p paths.Path) error { _, err := f.mkdirAll(ctx, p, 0o755, true); return err },
+		MakeDir: func(ctx context.Context, p paths.Path) error { _, err := f.MkdirAll(ctx, p, 0o755); return err },
 		Verify: func(sm *wasm.SignedManifest) error {
 			if err := sm.Verify(verifier); err != nil {
 				return fmt.Errorf("the manifest does not verify: %v", err)
