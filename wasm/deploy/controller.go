@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -222,8 +223,11 @@ func (c *Controller) Rescan() {
 	}
 	reads := make(map[string]Read)
 	listing := make([]File, 0, len(files))
-	for _, l := range files {
+	for i, l := range files {
 		listing = append(listing, l.File)
+		if i >= MaxDeployments {
+			continue // refused unread
+		}
 		c.mu.Lock()
 		need := c.rec.NeedsRead(l.File)
 		c.mu.Unlock()
@@ -292,8 +296,8 @@ func (c *Controller) apply(ctx context.Context, a Action) {
 	}
 }
 
-// list returns the files of the deployment directory; a missing
-// directory has none.
+// list returns the files of the deployment directory in name order (the
+// Reconciler's); a missing directory has none.
 func (c *Controller) list(ctx context.Context) ([]listed, error) {
 	fs := c.cfg.FS
 	dir, err := fs.Walk(ctx, c.dir)
@@ -332,6 +336,7 @@ func (c *Controller) list(ctx context.Context) ([]listed, error) {
 	c.mu.Lock()
 	c.files = inos
 	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b listed) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
