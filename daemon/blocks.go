@@ -16,12 +16,10 @@ import (
 	"blocktree.dev/bt/blocks"
 	"blocktree.dev/bt/blocks/exchange"
 	"blocktree.dev/bt/blocks/replica"
-	"blocktree.dev/bt/paths"
 )
 
 // Storage defaults (docs/repo.md).
 const (
-	defaultGCGrace    = time.Hour
 	defaultGetTimeout = 5 * time.Minute
 )
 
@@ -271,17 +269,4 @@ func (s *server) members() []replica.Member {
 		out = append(out, replica.Member{ID: p.ID, Path: p.Path})
 	}
 	return out
-}
-
-// replicationPolicy builds the policy from the repo's storage config.
-func replicationPolicy(st map[string]int, def int) (replica.Policy, error) {
-	pol := replica.Policy{Default: def, ByPath: make(map[paths.Path]int)}
-	for ps, f := range st {
-		p, err := paths.Parse(ps)
-		if err != nil {
-			return pol, fmt.Errorf("daemon: storage.replication %q: %w", ps, err)
-		}
-		pol.ByPath[p] = f
-	}
-	return pol, pol.Validate()
 }

@@ -1,12 +1,28 @@
-// Package daemon runs a Blocktree node: it locks the repo, proves the
-// node's identity with a fresh host key certified by the node key, runs the
-// libp2p side (package p2p), serves invitations, and answers the local API
-// (package api) on a unix socket in the repo.
+// Package daemon runs a Blocktree node. It only wires components: each
+// long-lived part is a service (Serve(ctx) error, and Close where it has
+// one) run under one supervisor (internal/supervise), which logs and
+// reports the failure of any of them and stops them in reverse order of
+// start.
 //
-// Lifecycle: Run blocks until its context ends or a fatal error, then shuts
-// down in reverse order: API, invitations, p2p, socket, lock. The node key
-// is used once at start (to certify the host key) and closed, so a TPM is
-// never on a hot path and stays free for `bt invite` and other clients.
+// Lifecycle. Run locks the repo, opens the node key just long enough to
+// certify a fresh host key (so a TPM is never on a hot path and stays
+// free for `bt invite` and other clients), and then starts, in order:
+//
+//	p2p        the libp2p node (DHT record, mDNS, NAT)
+//	invite     the join protocol
+//	msg        messaging, pubsub, actors (the Wasm modules' runtime)
+//	blocks     the block store, the exchange, replication and scrubbing
+//	fs         the file system (fsys/service): client, hosted volumes,
+//	           remote volume server, mounts
+//	wasm       the Wasm runtime and its deployment controller (wasm/deploy)
+//	api        the local API on the unix socket <repo>/api.sock (0600)
+//
+// It serves until its context ends or a service fails, then stops them
+// in reverse: the API first (streaming requests end), then the modules,
+// then the file system (unmounting and flushing while peers are still
+// reachable), the blocks, messaging, invitations, and p2p last; the
+// socket is removed and the lock released. Run returns the failure, if
+// any, named by its service.
 package daemon
 
 import (
@@ -19,7 +35,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -31,6 +46,7 @@ import (
 	"blocktree.dev/bt/blocks/leveldb"
 	"blocktree.dev/bt/blocks/replica"
 	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/internal/supervise"
 	"blocktree.dev/bt/invite"
 	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/p2p"
@@ -76,7 +92,8 @@ const BlocksDir = "blocks"
 // DefaultHostCertTTL is how long a host key's certificate lasts.
 const DefaultHostCertTTL = 30 * 24 * time.Hour
 
-// Run runs the node of repo r until ctx ends.
+// Run runs the node of repo r until ctx ends or one of its services
+// fails (see the package comment).
 func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	log := opts.Log
 	if log == nil {
@@ -85,16 +102,35 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	if opts.HostCertTTL <= 0 {
 		opts.HostCertTTL = DefaultHostCertTTL
 	}
+	if opts.MaxMessage <= 0 {
+		opts.MaxMessage = msg.DefaultMaxMessage
+	}
 	unlock, err := repo.Lock(r.Dir)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-
 	id, custody, err := identity(ctx, r, opts.HostCertTTL)
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sup := supervise.New(log.With("subsystem", "daemon"))
+	defer sup.Stop()
+	if err := start(ctx, sup, r, id, custody, opts, log); err != nil {
+		return err
+	}
+	if err := sup.Wait(ctx); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	return nil
+}
+
+// start builds the node's components in order and starts each under sup
+// as soon as it is built, so a failure part-way stops what was started.
+func start(ctx context.Context, sup *supervise.Supervisor, r *repo.Repo, id *p2p.Identity, custody tpm.Info, opts Options, log *slog.Logger) error {
+	fail := func(err error) error { return fmt.Errorf("daemon: %w", err) }
 	// Start from the daemon defaults p2p tests (NAT traversal, mDNS, the
 	// default listen addresses), then apply the flags and the repo.
 	cfg := p2p.DaemonConfig()
@@ -102,62 +138,39 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	switch {
 	case len(opts.Listen) > 0:
 		cfg.Listen = opts.Listen
-	case len(r.Config.Listen) > 0:
-		cfg.Listen = nil
-		for _, s := range r.Config.Listen {
-			a, err := ma.NewMultiaddr(s)
-			if err != nil {
-				return fmt.Errorf("daemon: repo listen address %q: %w", s, err)
-			}
-			cfg.Listen = append(cfg.Listen, a)
-		}
+	case len(r.Config.ListenAddrs) > 0:
+		cfg.Listen = r.Config.ListenAddrs
 	}
-	cfg.Bootstrap = append(cfg.Bootstrap, opts.Bootstrap...)
-	for _, s := range r.Config.Bootstrap {
-		ai, err := peer.AddrInfoFromString(s)
-		if err != nil {
-			return fmt.Errorf("daemon: repo bootstrap address %q: %w", s, err)
-		}
-		cfg.Bootstrap = append(cfg.Bootstrap, *ai)
-	}
+	cfg.Bootstrap = append(append(cfg.Bootstrap, opts.Bootstrap...), r.Config.BootstrapPeers...)
 	node, err := p2p.New(ctx, id, cfg)
 	if err != nil {
-		return fmt.Errorf("daemon: %w", err)
+		return fail(err)
 	}
-	defer node.Close()
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- node.Serve(ctx) }()
+	sup.Start("p2p", node)
 
 	reg := invite.NewRegistry(r.Config.Root, nil)
-	invite.Serve(node.Host(), reg, func() []ma.Multiaddr { return bootstrapAddrs(node) }, log.With("subsystem", "invite"))
+	sup.Start("invite", invite.NewServer(node.Host(), reg, func() []ma.Multiaddr { return bootstrapAddrs(node) }, log.With("subsystem", "invite")))
 
 	// One verifier for messaging and pub-sub, so a chain checked by one is
 	// warm for the other.
 	verifier := caps.NewVerifier()
 	router, err := msg.New(node, msg.Config{MaxMessage: opts.MaxMessage, Verifier: verifier, Log: log})
 	if err != nil {
-		return fmt.Errorf("daemon: %w", err)
+		return fail(err)
 	}
-	defer router.Close()
+	sup.Start("msg", supervise.Closer(router.Close))
 	ps, err := pubsub.New(ctx, node, id, pubsub.Config{Decapsulate: decapsulate(r), Verifier: verifier, Log: log})
 	if err != nil {
-		return fmt.Errorf("daemon: %w", err)
+		return fail(err)
 	}
-	defer ps.Close()
-
-	srv := &server{repo: r, node: node, msgs: router, pubsub: ps, maxMsg: opts.MaxMessage, invites: reg, custody: custody,
-		started: time.Now(), log: log.With("subsystem", "api")}
-
-	// Actors: the runtime Wasm modules and services run in.
+	sup.Start("pubsub", supervise.Closer(ps.Close))
 	rt, err := actors.New(r.Config.Node, router, actors.WithP2P(node), actors.WithVerifier(verifier), actors.WithPubSub(ps), actors.WithLogger(log))
 	if err != nil {
-		return fmt.Errorf("daemon: %w", err)
+		return fail(err)
 	}
-	defer rt.Close()
-	srv.actors = rt
+	sup.Start("actors", supervise.Closer(rt.Close))
+	srv := &server{repo: r, node: node, msgs: router, pubsub: ps, maxMsg: opts.MaxMessage, invites: reg, custody: custody,
+		actors: rt, started: time.Now(), log: log.With("subsystem", "api")}
 
 	// Blocks: the durable store, the exchange that serves and fetches
 	// them, and the replication service over both.
@@ -167,98 +180,43 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("daemon: block store: %w", err)
 	}
-	defer store.Close()
+	sup.Start("blocks", supervise.Closer(store.Close))
 	srv.store = store
 	xch, err := exchange.New(node, store, exchange.Config{Log: log})
 	if err != nil {
-		return fmt.Errorf("daemon: %w", err)
+		return fail(err)
 	}
-	defer xch.Close()
-	pol, err := replicationPolicy(st.Replication, st.Replicas)
+	sup.Start("exchange", supervise.Closer(xch.Close))
+	srv.gcGrace = st.Grace
+	srv.replica = replica.New(store, xch, srv.members, replica.Config{
+		Policy: replica.Policy{Default: st.Policy.Default, ByPath: st.Policy.ByPath}, ScrubInterval: st.Scrub, Log: log})
+	sup.Start("replica", srv.replica)
+
+	fsvc, err := startFS(ctx, r, node, id, store, xch, verifier, srv, log) // daemon/fs.go
 	if err != nil {
 		return err
 	}
-	rcfg := replica.Config{Policy: pol, Log: log}
-	switch st.ScrubInterval {
-	case "":
-	case "off":
-		rcfg.ScrubInterval = -1
-	default:
-		rcfg.ScrubInterval, _ = time.ParseDuration(st.ScrubInterval) // validated by repo
-	}
-	srv.gcGrace = defaultGCGrace
-	if st.GCGrace != "" {
-		srv.gcGrace, _ = time.ParseDuration(st.GCGrace) // validated by repo
-	}
-	srv.replica = replica.New(store, xch, srv.members, rcfg)
-	scrubbed := make(chan struct{})
-	go func() { defer close(scrubbed); _ = srv.replica.Serve(ctx) }()
-	defer func() { cancel(); <-scrubbed }()
-	if srv.maxMsg <= 0 {
-		srv.maxMsg = msg.DefaultMaxMessage
-	}
-
-	// --- File system (daemon/fs.go): client, hosted volumes, mounts. ---
-	fsvc, err := startFS(ctx, r, node, id, store, xch, verifier, srv, log)
+	sup.Start("fs", fsvc)
+	wsvc, err := startWasm(ctx, r, id, rt, router, ps, fsvc, verifier, log) // daemon/wasm.go
 	if err != nil {
 		return err
 	}
-	defer fsvc.Close()
-	// --- end file system ---
+	sup.Start("wasm", wsvc)
 
-	// --- Wasm modules (daemon/wasm.go): runtime and control plane. ---
-	wsvc, err := startWasm(ctx, r, id, rt, router, ps, fsvc, verifier, log)
+	a, err := newAPI(filepath.Join(r.Dir, api.SocketName), wsvc.routes(srv, fsvc.routes(srv.routes())))
 	if err != nil {
 		return err
 	}
-	defer wsvc.Close()
-	// --- end Wasm modules ---
-
-	sock := filepath.Join(r.Dir, api.SocketName)
-	ln, err := listenUnix(sock)
-	if err != nil {
-		return err
-	}
-	// Streaming requests (listen, subscribe) end when apiCtx does.
-	apiCtx, stopAPI := context.WithCancel(context.Background())
-	defer stopAPI()
-	hs := &http.Server{Handler: wsvc.routes(srv, fsvc.routes(srv.routes())), ReadHeaderTimeout: 10 * time.Second, // wsvc: daemon/wasm.go
-		BaseContext: func(net.Listener) context.Context { return apiCtx }}
-	apiDone := make(chan error, 1)
-	go func() { apiDone <- hs.Serve(ln) }()
-	defer os.Remove(sock)
-
+	sup.Start("api", a)
 	if opts.Ready != nil {
-		rd := Ready{Path: r.Config.Node.String(), PeerID: node.Host().ID().String(), Socket: sock}
-		for _, a := range node.Addrs() {
-			rd.Addrs = append(rd.Addrs, a.String())
+		rd := Ready{Path: r.Config.Node.String(), PeerID: node.Host().ID().String(), Socket: a.sock}
+		for _, ad := range node.Addrs() {
+			rd.Addrs = append(rd.Addrs, ad.String())
 		}
 		opts.Ready(rd)
 	}
 	log.Info("serving", "path", r.Config.Node.String(), "peer", node.Host().ID())
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-served:
-		if err != nil && ctx.Err() == nil {
-			runErr = fmt.Errorf("daemon: p2p: %w", err)
-		}
-	case err := <-apiDone:
-		runErr = fmt.Errorf("daemon: api: %w", err)
-	}
-	log.Info("shutting down")
-	stopAPI()
-	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
-	defer done()
-	_ = hs.Shutdown(shutCtx)
-	wsvc.Close() // Wasm: daemon/wasm.go; modules stop before the file system closes
-	fsvc.Close() // unmounts and flushes while peers are still reachable
-	cancel()
-	if err := node.Close(); err != nil && runErr == nil {
-		runErr = fmt.Errorf("daemon: closing p2p: %w", err)
-	}
-	return runErr
+	return nil
 }
 
 // identity opens the node key just long enough to certify a fresh host key.
@@ -300,8 +258,53 @@ func decapsulate(r *repo.Repo) func(context.Context, *ecdh.PublicKey) ([]byte, e
 // node's addresses.
 func bootstrapAddrs(n *p2p.Node) []ma.Multiaddr { return n.Addrs() }
 
-// listenUnix listens on the API socket with mode 0600. A socket left by a
-// daemon that died is removed: holding the lock proves no daemon uses it.
+// apiService serves the local API on the unix socket.
+type apiService struct {
+	sock string
+	ln   net.Listener
+	hs   *http.Server
+}
+
+// newAPI listens on sock for h.
+func newAPI(sock string, h http.Handler) (*apiService, error) {
+	ln, err := listenUnix(sock)
+	if err != nil {
+		return nil, err
+	}
+	return &apiService{sock: sock, ln: ln, hs: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}, nil
+}
+
+// Serve answers API requests until ctx ends; then streaming requests
+// (listen, subscribe, logs) end, the others get 5 s to finish, and the
+// socket is removed.
+func (a *apiService) Serve(ctx context.Context) error {
+	// Streaming requests end when reqCtx does.
+	reqCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	a.hs.BaseContext = func(net.Listener) context.Context { return reqCtx }
+	done := make(chan error, 1)
+	go func() { done <- a.hs.Serve(a.ln) }()
+	defer os.Remove(a.sock)
+	select {
+	case err := <-done:
+		return fmt.Errorf("api: %w", err)
+	case <-ctx.Done():
+	}
+	stop()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = a.hs.Shutdown(shutCtx)
+	<-done
+	return nil
+}
+
+// listenUnix listens on the API socket with mode 0600, with no moment at
+// which another user could connect: the socket is made in a private
+// (0700) directory of the repo, set to 0600 there and then moved into
+// place. (When that directory's path would be too long for a unix socket,
+// the socket is made in place and set to 0600 at once: the repo is 0700.)
+// A socket left by a daemon that died is removed: holding the lock proves
+// no daemon uses it.
 func listenUnix(sock string) (net.Listener, error) {
 	if len(sock) >= 104 {
 		return nil, fmt.Errorf("daemon: API socket path %s is %d bytes, over the unix socket limit: use a shorter --repo path", sock, len(sock))
@@ -309,15 +312,32 @@ func listenUnix(sock string) (net.Listener, error) {
 	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	old := syscall.Umask(0o177)
-	ln, err := net.Listen("unix", sock)
-	syscall.Umask(old)
+	private := filepath.Join(filepath.Dir(sock), ".sock")
+	bind := sock
+	if len(filepath.Join(private, filepath.Base(sock))) < 104 {
+		if err := os.RemoveAll(private); err != nil {
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
+		if err := os.Mkdir(private, 0o700); err != nil {
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
+		defer os.RemoveAll(private)
+		bind = filepath.Join(private, filepath.Base(sock))
+	}
+	ln, err := net.Listen("unix", bind)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: API socket: %w", err)
 	}
-	if err := os.Chmod(sock, 0o600); err != nil {
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // the API service removes the socket
+	if err := os.Chmod(bind, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	if bind != sock {
+		if err := os.Rename(bind, sock); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("daemon: API socket: %w", err)
+		}
 	}
 	return ln, nil
 }

@@ -1,15 +1,12 @@
 package daemon
 
-// The file system in the daemon (docs/fs.md, "Hosting"): the client.Client
-// every API call and mount uses, the volumes this node hosts (fsys/host)
-// and serves to peers (fsys/remote), the default readcaps for domain
-// members, the mounts, and the /v1/fs/ API endpoints.
+// The file system in the daemon: the service of package fsys/service
+// (client, hosted volumes, mounts; docs/fs.md, "Hosting") and the /v1/fs/
+// API endpoints over it.
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,12 +17,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
-	"time"
-
-	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"blocktree.dev/bt/api"
 	"blocktree.dev/bt/blocks"
@@ -35,397 +26,48 @@ import (
 	"blocktree.dev/bt/fsys/client"
 	"blocktree.dev/bt/fsys/host"
 	"blocktree.dev/bt/fsys/remote"
+	fssvc "blocktree.dev/bt/fsys/service"
 	"blocktree.dev/bt/fuse"
-	"blocktree.dev/bt/internal/atomicfile"
 	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/repo"
 )
 
-// FSDir is the file system's directory in the repo: hosted.json and one
-// directory per hosted volume.
-const FSDir = "fs"
+// fsReadChunk is the size of one read or write of the API.
+const fsReadChunk = 1 << 20
 
-// hostedFile lists the hosted volumes (version 1).
-const hostedFile = "hosted.json"
-
-// Timings of the file system service.
-const (
-	// memberScan is the interval at which the root volume's host looks
-	// for domain members without a readcap.
-	memberScan = 5 * time.Second
-	// hostWritecapTTL is the lifetime of a hosting writecap the daemon
-	// issues with the root key.
-	hostWritecapTTL = repo.DefaultWritecapTTL
-	// fsReadChunk is the size of one read or write of the API.
-	fsReadChunk = 1 << 20
-)
-
-type hostedList struct {
-	Version int           `json:"version"`
-	Volumes []hostedEntry `json:"volumes"`
-}
-
-type hostedEntry struct {
-	Path     paths.Path `json:"path"`
-	Writecap []byte     `json:"writecap,omitempty"` // when the node's own does not cover Path
-}
-
-// fsService is the daemon's file system.
+// fsService is the file system service (fsys/service) and what the
+// /v1/fs/ endpoints need beside it.
 type fsService struct {
-	r       *repo.Repo
-	node    *p2p.Node
-	id      *p2p.Identity
-	store   blocks.PinStore
-	xch     *exchange.Exchange
-	log     *slog.Logger
-	nodeW   *caps.Writecap
-	verify  *caps.Verifier
-	client  *client.Client
-	server  *remote.Server
-	loc     *remote.Locator
-	ctx     context.Context // the service's life
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	api     *server
-	closeMu sync.Once
-
-	// mu guards hosts, mounts, rootHost and granted.
-	mu       sync.Mutex
-	hosts    map[paths.Path]*host.Host
-	mounts   map[string]*fuse.Mounted
-	rootHost paths.Path
-	granted  map[paths.ID]bool // members given a readcap on the root volume
+	*fssvc.Service
+	client *client.Client
+	node   *p2p.Node
+	r      *repo.Repo
+	nodeW  *caps.Writecap
+	verify *caps.Verifier
+	log    *slog.Logger
+	api    *server
 }
 
-// startFS builds the file system service and starts hosting.
+type hostedEntry = fssvc.HostedEntry
+
+// startFS builds the file system service.
 func startFS(ctx context.Context, r *repo.Repo, node *p2p.Node, id *p2p.Identity, store blocks.PinStore, xch *exchange.Exchange,
 	verifier *caps.Verifier, srv *server, log *slog.Logger) (*fsService, error) {
-	w, err := r.Writecap()
+	svc, err := fssvc.New(ctx, fssvc.Config{Repo: r, Node: node, Identity: id, Store: store, Exchange: xch, Verifier: verifier,
+		Decapsulate: decapsulate(r), Log: log})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	f := &fsService{r: r, node: node, id: id, store: store, xch: xch, log: log.With("subsystem", "fs"), nodeW: w,
-		verify: verifier, api: srv, hosts: make(map[paths.Path]*host.Host), mounts: make(map[string]*fuse.Mounted),
-		rootHost: r.Config.RootHost, granted: make(map[paths.ID]bool)}
-	f.ctx, f.cancel = context.WithCancel(context.Background())
-	f.server = remote.NewServer(node, remote.ServerConfig{NodeID: r.Config.NodeID, Verifier: verifier, Log: log})
-	f.loc = remote.NewLocator(node, remote.LocatorConfig{Local: f.server.Volume, RootHost: f.rootHostOf, Verifier: verifier, Log: log})
-	list, err := f.loadHosted()
-	if err != nil {
-		f.server.Close()
-		return nil, err
-	}
-	rootVol := r.Config.Node.RootPath()
-	if r.Config.RootKey != repo.CustodyNone && !slices.ContainsFunc(list.Volumes, func(e hostedEntry) bool { return e.Path == rootVol }) {
-		// The node that holds the root key hosts the root volume by
-		// default: it issues itself a hosting writecap with the root key
-		// when the key opens without a prompt.
-		hw, err := f.issueHostcap(ctx, rootVol)
-		if err != nil {
-			f.log.Warn("not hosting the domain's root volume: the root key did not open without a passphrase; run `bt host "+rootVol.String()+"` to host it", "err", err)
-		} else {
-			list.Volumes = append(list.Volumes, hostedEntry{Path: rootVol, Writecap: hw.Marshal()})
-			if err := f.saveHosted(list); err != nil {
-				f.server.Close()
-				return nil, err
-			}
-		}
-	}
-	// The client writes (and issues writecaps) with the widest writecap
-	// this node holds: a root volume's hosting writecap covers the whole
-	// domain.
-	cw := w
-	for _, e := range list.Volumes {
-		if hw, err := caps.Decode(e.Writecap); err == nil && e.Path == rootVol && verifier.VerifyHolder(hw, r.Config.NodeID, rootVol) == nil {
-			cw = hw
-		}
-	}
-	f.client, err = client.New(client.Config{
-		Node: r.Config.Node, NodeID: r.Config.NodeID, HostKey: id.HostKey, HostCert: id.Cert, Writecap: cw,
-		Decapsulate: decapsulate(r), Store: store,
-		Fetch: func(ctx context.Context, cids []cid.Cid, h paths.Path) error {
-			where := exchange.Where{}
-			if !h.IsZero() && h != node.Path() {
-				where.Hosts = []paths.Path{h}
-			}
-			return xch.Fetch(ctx, cids, where, nil)
-		},
-		Locate: func(ctx context.Context, p paths.Path) (fsys.Host, paths.Path, error) {
-			v, err := f.loc.Locate(ctx, p)
-			return v.Host, v.Path, err
-		},
-		Issuer: &nodeSigner{r: r, pub: id.Cert.Node},
-		Issued: func(ctx context.Context, w *caps.Writecap) error {
-			if slot, ok := ctx.Value(issuedKey{}).(**caps.Writecap); ok {
-				*slot = w
-			}
-			return nil
-		},
-		Log: log,
-	})
-	if err != nil {
-		f.server.Close()
-		return nil, fmt.Errorf("daemon: fs: %w", err)
-	}
-	f.wg.Go(func() { _ = f.server.Serve(f.ctx) })
-	for _, e := range list.Volumes {
-		if _, err := f.hostVolume(ctx, e); err != nil {
-			f.log.Error("cannot host volume", "volume", e.Path, "err", err)
-		}
-	}
-	if r.Config.RootKey == repo.CustodyNone && f.rootHostOf(r.Config.Root).IsZero() {
-		f.wg.Go(f.learnRootHost)
-	}
-	return f, nil
+	return &fsService{Service: svc, client: svc.Client(), node: node, r: r, nodeW: svc.NodeWritecap(), verify: verifier,
+		log: log.With("subsystem", "fs"), api: srv}, nil
 }
 
-// rootHostOf is the Locator's shortcut for the root volume of root.
-func (f *fsService) rootHostOf(root paths.ID) paths.Path {
-	if root != f.r.Config.Root {
-		return paths.Path{}
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.rootHost
-}
-
-// learnRootHost waits for the bootstrap peer (the inviter, which holds the
-// root key and so hosts the root volume) to prove its path, and records
-// that path in the repo.
-func (f *fsService) learnRootHost() {
-	var ids []peer.ID
-	for _, s := range f.r.Config.Bootstrap {
-		if ai, err := peer.AddrInfoFromString(s); err == nil {
-			ids = append(ids, ai.ID)
-		}
-	}
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for range 300 {
-		for _, id := range ids {
-			if p, ok := f.node.VerifiedPath(id); ok && p.Root() == f.r.Config.Root {
-				f.mu.Lock()
-				f.rootHost = p
-				f.mu.Unlock()
-				if err := f.r.SetRootHost(p); err != nil {
-					f.log.Warn("cannot record the root volume's host", "host", p, "err", err)
-				} else {
-					f.log.Info("root volume host recorded", "host", p)
-				}
-				return
-			}
-		}
-		select {
-		case <-f.ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// issueHostcap opens the root key without a prompt (TPM, unsealed, or
-// $BT_PASSPHRASE) and issues this node's key a writecap for vol.
-func (f *fsService) issueHostcap(ctx context.Context, vol paths.Path) (*caps.Writecap, error) {
-	k, err := f.r.RootKey(ctx, func() ([]byte, error) {
-		if p := os.Getenv("BT_PASSPHRASE"); p != "" {
-			return []byte(p), nil
-		}
-		return nil, errors.New("the root key is sealed and BT_PASSPHRASE is not set")
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer k.Close()
-	now := time.Now()
-	return caps.Issue(ctx, k, nil, f.r.Config.NodeID, vol, now.Add(-5*time.Minute), now.Add(hostWritecapTTL))
-}
-
-func (f *fsService) loadHosted() (hostedList, error) {
-	var l hostedList
-	data, err := os.ReadFile(filepath.Join(f.r.Dir, FSDir, hostedFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return hostedList{Version: 1}, nil
-	}
-	if err != nil {
-		return l, fmt.Errorf("daemon: fs: %w", err)
-	}
-	if err := json.Unmarshal(data, &l); err != nil || l.Version != 1 {
-		return l, fmt.Errorf("daemon: fs: %s: version %d or %v: %w", hostedFile, l.Version, err, repo.ErrBadConfig)
-	}
-	return l, nil
-}
-
-func (f *fsService) saveHosted(l hostedList) error {
-	if err := os.MkdirAll(filepath.Join(f.r.Dir, FSDir), 0o700); err != nil {
-		return fmt.Errorf("daemon: fs: %w", err)
-	}
-	data, _ := json.MarshalIndent(l, "", "  ")
-	return atomicfile.Write(filepath.Join(f.r.Dir, FSDir, hostedFile), append(data, '\n'), 0o600)
-}
-
-// volumeDir is a hosted volume's directory in the repo.
-func (f *fsService) volumeDir(vol paths.Path) string {
-	sum := sha256.Sum256([]byte(vol.String()))
-	return filepath.Join(f.r.Dir, FSDir, hex.EncodeToString(sum[:16]))
-}
-
-// hostVolume opens (creating and initialising on first use) and serves
-// the volume of e.
+func (f *fsService) loadHosted() (fssvc.HostedList, error) { return f.LoadHosted() }
+func (f *fsService) saveHosted(l fssvc.HostedList) error   { return f.SaveHosted(l) }
+func (f *fsService) volumeDir(vol paths.Path) string       { return f.VolumeDir(vol) }
 func (f *fsService) hostVolume(ctx context.Context, e hostedEntry) (*host.Host, error) {
-	w := f.nodeW
-	if len(e.Writecap) > 0 {
-		var err error
-		if w, err = caps.Decode(e.Writecap); err != nil {
-			return nil, err
-		}
-	}
-	if err := f.verify.VerifyHolder(w, f.r.Config.NodeID, e.Path); err != nil {
-		return nil, fmt.Errorf("this node's writecap cannot host %s: %w", e.Path, err)
-	}
-	f.mu.Lock()
-	h, ok := f.hosts[e.Path]
-	f.mu.Unlock()
-	if ok {
-		return h, nil
-	}
-	h, err := host.Open(host.Config{Dir: f.volumeDir(e.Path), Volume: e.Path, Node: f.r.Config.Node, Store: f.store,
-		Verifier: f.verify, HaveBlocks: remote.HaveBlocks(func(ctx context.Context, cids []cid.Cid, from []peer.ID) error {
-			return f.xch.Fetch(ctx, cids, exchange.Where{Peers: from}, nil)
-		}), Log: f.log})
-	if err != nil {
-		return nil, err
-	}
-	if w != f.nodeW {
-		f.client.AddWritecap(w)
-	}
-	vi, err := h.Info(ctx)
-	if err == nil {
-		var recs []fsys.Record
-		if recs, err = h.Get(ctx, 0, fsys.RecordKey{Ino: vi.Root}); err == nil && len(recs) == 0 {
-			err = f.client.InitVolume(ctx, h, 0o755)
-		}
-	}
-	if err != nil {
-		h.Close()
-		return nil, fmt.Errorf("initialising volume %s: %w", e.Path, err)
-	}
-	if err := f.server.Add(e.Path, h, w); err != nil {
-		h.Close()
-		return nil, err
-	}
-	f.mu.Lock()
-	f.hosts[e.Path] = h
-	f.mu.Unlock()
-	if e.Path.Depth() == 0 {
-		f.wg.Go(f.grantMembers)
-	}
-	return h, nil
-}
-
-// grantMembers gives every verified node of the domain a readcap on the
-// root volume, once (docs/fs.md, "Default read access").
-func (f *fsService) grantMembers() {
-	root := f.r.Config.Node.RootPath()
-	t := time.NewTicker(memberScan)
-	defer t.Stop()
-	for {
-		for _, pi := range f.node.Peers() {
-			if pi.Path.IsZero() || pi.Path.Root() != f.r.Config.Root {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(f.ctx, 30*time.Second)
-			_, nodeID, err := f.node.VerifiedPeer(ctx, pi.ID)
-			if err == nil {
-				f.mu.Lock()
-				done := f.granted[nodeID]
-				f.mu.Unlock()
-				if !done {
-					err = f.client.Grant(ctx, root, nodeID, fsys.RightRead, time.Time{})
-					if err == nil {
-						if derr := f.nodeDir(ctx, pi.Path, nodeID); derr != nil {
-							f.log.Warn("cannot make the member's node directory a write point", "member", pi.Path, "err", derr)
-						}
-					}
-					if err == nil {
-						f.mu.Lock()
-						f.granted[nodeID] = true
-						f.mu.Unlock()
-						f.log.Info("granted read on the root volume", "member", pi.Path, "node", nodeID)
-					} else {
-						f.log.Debug("cannot grant read to a member yet", "member", pi.Path, "err", err)
-					}
-				}
-			}
-			cancel()
-		}
-		select {
-		case <-f.ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// nodeDir makes the member's node directory /<root>/<name> a write point
-// for its own writecap: made if missing, then granted write.
-func (f *fsService) nodeDir(ctx context.Context, p paths.Path, nodeID paths.ID) error {
-	if _, err := f.mkdirAll(ctx, p, 0o755, true); err != nil {
-		return err
-	}
-	var issued *caps.Writecap
-	return f.client.Grant(context.WithValue(ctx, issuedKey{}, &issued), p, nodeID, fsys.RightWrite, time.Time{})
-}
-
-// Close unmounts every mount, stops serving, closes the client and the
-// hosted volumes, and waits for the service's goroutines. Idempotent.
-func (f *fsService) Close() error {
-	f.closeMu.Do(func() {
-		f.mu.Lock()
-		mounts := f.mounts
-		f.mounts = map[string]*fuse.Mounted{}
-		f.mu.Unlock()
-		for dir, m := range mounts {
-			if err := m.Unmount(); err != nil {
-				f.log.Warn("unmount", "dir", dir, "err", err)
-			}
-		}
-		f.cancel()
-		f.server.Close()
-		f.wg.Wait()
-		if f.client != nil {
-			f.client.Close()
-		}
-		f.mu.Lock()
-		for _, h := range f.hosts {
-			h.Close()
-		}
-		f.hosts = map[paths.Path]*host.Host{}
-		f.mu.Unlock()
-	})
-	return nil
-}
-
-// issuedKey carries, in a Grant's context, where the writecap it issues
-// goes.
-type issuedKey struct{}
-
-// nodeSigner is the node key as a caps.Signer, opened for each signature
-// (granting write is rare; a TPM stays off hot paths).
-type nodeSigner struct {
-	r   *repo.Repo
-	pub crypto.PubKey
-}
-
-func (s *nodeSigner) PublicKey() crypto.PubKey { return s.pub }
-
-func (s *nodeSigner) Sign(ctx context.Context, msg []byte) ([]byte, error) {
-	k, err := s.r.NodeKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer k.Close()
-	return k.Sign(ctx, msg)
+	return f.HostVolume(ctx, e)
 }
 
 // ---- API ----
@@ -954,9 +596,8 @@ func (f *fsService) grant(ctx context.Context, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var issued *caps.Writecap
-	ctx = context.WithValue(ctx, issuedKey{}, &issued)
-	if err := f.client.Grant(ctx, p, who, right, req.Expires); err != nil {
+	issued, err := f.client.Grant(ctx, p, who, right, req.Expires)
+	if err != nil {
 		return nil, fsErr(err)
 	}
 	res := api.FSGrantResult{Path: p.String(), Principal: string(who), Right: req.Right}
@@ -1037,12 +678,7 @@ func (f *fsService) hostPath(ctx context.Context, r *http.Request) (any, error) 
 
 func (f *fsService) hosted(ctx context.Context, r *http.Request) (any, error) {
 	out := []api.FSVolume{}
-	f.mu.Lock()
-	hs := make(map[paths.Path]*host.Host, len(f.hosts))
-	for p, h := range f.hosts {
-		hs[p] = h
-	}
-	f.mu.Unlock()
+	hs := f.Hosts()
 	for p, h := range hs {
 		vi, err := h.Info(ctx)
 		if err != nil {
@@ -1074,20 +710,11 @@ func (f *fsService) mount(ctx context.Context, r *http.Request) (any, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return nil, api.Errorf(api.KindInvalid, "mount point %s: not a directory (create it first)", dir)
 	}
-	f.mu.Lock()
-	_, busy := f.mounts[dir]
-	f.mu.Unlock()
-	if busy {
+	if err := f.Mount(dir); errors.Is(err, fssvc.ErrMounted) {
 		return nil, api.Errorf(api.KindExists, "%s is mounted already: `bt unmount %s` first", dir, dir)
+	} else if err != nil {
+		return nil, api.Errorf(api.KindUnavailable, "%v (is /dev/fuse present and fusermount3 installed?)", err)
 	}
-	m, err := fuse.Mount(f.ctx, dir, f.client, fuse.Options{Self: f.r.Config.Root, Log: f.log})
-	if err != nil {
-		return nil, api.Errorf(api.KindUnavailable, "mount %s: %v (is /dev/fuse present and fusermount3 installed?)", dir, err)
-	}
-	f.mu.Lock()
-	f.mounts[dir] = m
-	f.mu.Unlock()
-	f.log.Info("mounted", "dir", dir)
 	return api.FSMount{Dir: dir, Root: string(f.r.Config.Root)}, nil
 }
 
@@ -1097,18 +724,15 @@ func (f *fsService) unmount(ctx context.Context, r *http.Request) (any, error) {
 		return nil, err
 	}
 	dir := filepath.Clean(req.Dir)
-	f.mu.Lock()
-	m, ok := f.mounts[dir]
-	delete(f.mounts, dir)
-	f.mu.Unlock()
-	if !ok {
+	err := f.Unmount(dir)
+	if errors.Is(err, fssvc.ErrNotMounted) {
 		// Perhaps left by a daemon that died.
 		if err := fuse.Unmount(dir); err != nil {
 			return nil, api.Errorf(api.KindNotFound, "%s is not mounted by this daemon: %v", dir, err)
 		}
 		return api.FSMount{Dir: dir, Root: string(f.r.Config.Root)}, nil
 	}
-	if err := m.Unmount(); err != nil {
+	if err != nil {
 		return nil, api.Errorf(api.KindUnavailable, "unmount %s: %v (is a process using it?)", dir, err)
 	}
 	return api.FSMount{Dir: dir, Root: string(f.r.Config.Root)}, nil
@@ -1116,10 +740,8 @@ func (f *fsService) unmount(ctx context.Context, r *http.Request) (any, error) {
 
 func (f *fsService) mountList(ctx context.Context, r *http.Request) (any, error) {
 	out := []api.FSMount{}
-	f.mu.Lock()
-	for d := range f.mounts {
+	for _, d := range f.Mounts() {
 		out = append(out, api.FSMount{Dir: d, Root: string(f.r.Config.Root)})
 	}
-	f.mu.Unlock()
 	return out, nil
 }

@@ -227,7 +227,9 @@ const (
 type Sharer interface {
 	// Grant gives principal the right on the subtree at p until expires
 	// (zero: the writer's own writecap expiry for write; never for read).
-	Grant(ctx context.Context, p paths.Path, principal paths.ID, r Right, expires time.Time) error
+	// Granting write returns the writecap issued to principal (for the
+	// caller to hand over); granting read returns nil.
+	Grant(ctx context.Context, p paths.Path, principal paths.ID, r Right, expires time.Time) (*caps.Writecap, error)
 	// Revoke takes it back. Revoking read re-keys the subtree for future
 	// writes; what the principal read or could read before keeps its old
 	// keys (docs/fs.md).

@@ -117,7 +117,7 @@ func (e *testEnv) peer(t testing.TB) *client.Client {
 	t.Helper()
 	ctx := nettest.Context(t, time.Minute)
 	c, id := e.client(t, "b", e.vol, e.store)
-	if err := e.fs.Grant(ctx, e.vol, id, fsys.RightRead, time.Time{}); err != nil {
+	if _, err := e.fs.Grant(ctx, e.vol, id, fsys.RightRead, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	return c

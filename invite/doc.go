@@ -20,5 +20,10 @@
 // an invite already (ErrNameInUse). Invites live in the daemon's memory: a
 // daemon restart voids pending tokens (ErrUnknown), never grants twice.
 //
-// Formats are in docs/invite.md. Registry is safe for concurrent use.
+// The inviter's side is a Server: NewServer, then Serve(ctx) answers join
+// requests until ctx ends or Close is called, and on the way out stops
+// taking streams, ends the exchanges under way and waits for them.
+//
+// Formats are in docs/invite.md. Registry and Server are safe for
+// concurrent use.
 package invite

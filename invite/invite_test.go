@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -135,7 +136,15 @@ func TestJoinOverLibp2p(t *testing.T) {
 	}
 	defer inviter.Close()
 	boot := inviter.Addrs()
-	Serve(inviter, reg, func() []ma.Multiaddr { return boot }, slog.New(slog.DiscardHandler))
+	srv := NewServer(inviter, reg, func() []ma.Multiaddr { return boot }, slog.New(slog.DiscardHandler))
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background()) }()
+	defer func() {
+		srv.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
 	joiner, err := libp2p.New(libp2p.NoListenAddrs)
 	if err != nil {
 		t.Fatal(err)
@@ -206,4 +215,52 @@ func FuzzDecodeResponse(f *testing.F) {
 			t.Fatal("accepted another version")
 		}
 	})
+}
+
+// TestServerStops: Close ends Serve and unregisters the protocol, a
+// second Close is a no-op, and a server closed before it serves does
+// not serve.
+func TestServerStops(t *testing.T) {
+	d := newTestDomain(t)
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	srv := NewServer(h, NewRegistry(d.id, nil), func() []ma.Multiaddr { return nil }, nil)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background()) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(h.Mux().Protocols(), ProtocolID) {
+		if time.Now().After(deadline) {
+			t.Fatal("the join protocol is not registered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	srv.Close()
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	srv.Close()
+	if slices.Contains(h.Mux().Protocols(), ProtocolID) {
+		t.Fatal("the join protocol is still registered after Close")
+	}
+
+	early := NewServer(h, NewRegistry(d.id, nil), nil, nil)
+	early.Close()
+	if err := early.Serve(context.Background()); err != nil {
+		t.Fatalf("Serve after Close: %v", err)
+	}
+	if slices.Contains(h.Mux().Protocols(), ProtocolID) {
+		t.Fatal("a closed server registered the join protocol")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	byCtx := NewServer(h, NewRegistry(d.id, nil), nil, nil)
+	go func() { served <- byCtx.Serve(ctx) }()
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	byCtx.Close()
 }

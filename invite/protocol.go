@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -56,29 +57,111 @@ const (
 
 var kindErrors = map[string]error{kindUnknown: ErrUnknown, kindExpired: ErrExpired, kindUsed: ErrUsed, kindName: ErrNameInUse}
 
-// Serve handles join requests on h with reg until the host closes.
-// bootstrap returns the addresses a new node should bootstrap from.
-func Serve(h host.Host, reg *Registry, bootstrap func() []ma.Multiaddr, log *slog.Logger) {
-	h.SetStreamHandler(ProtocolID, func(s network.Stream) {
-		defer s.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
-		defer cancel()
-		_ = s.SetDeadline(time.Now().Add(streamTimeout))
-		resp := handle(ctx, reg, s, bootstrap)
-		if resp.Error != "" {
-			log.Info("join refused", "peer", s.Conn().RemotePeer(), "reason", resp.Message)
-		} else {
-			log.Info("machine joined", "peer", s.Conn().RemotePeer())
-		}
-		b, err := canon.Marshal(&resp)
-		if err != nil {
-			s.Reset()
-			return
-		}
-		if _, err := s.Write(b); err != nil {
-			s.Reset()
+// Server answers join requests on a host: a service (Serve, Close).
+type Server struct {
+	h         host.Host
+	reg       *Registry
+	bootstrap func() []ma.Multiaddr
+	log       *slog.Logger
+	ctx       context.Context // ends when the server stops; exchanges under way end with it
+	stop      context.CancelFunc
+	streams   sync.WaitGroup // exchanges under way
+	once      sync.Once
+	done      chan struct{} // closed when Serve has returned (or Close ran without Serve)
+
+	// mu guards served, and orders adding an exchange to streams
+	// against stopping.
+	mu     sync.Mutex
+	served bool
+}
+
+// NewServer returns a server that answers join requests on h with reg
+// once it serves; bootstrap returns the addresses a new node should
+// bootstrap from. log may be nil.
+func NewServer(h host.Host, reg *Registry, bootstrap func() []ma.Multiaddr, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{h: h, reg: reg, bootstrap: bootstrap, log: log, done: make(chan struct{})}
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	return s
+}
+
+// Serve handles join requests until ctx ends or Close is called, then
+// stops taking streams, ends the exchanges under way and waits for them.
+// It returns nil on a stop (at once when the server was closed before),
+// and an error when called twice.
+func (s *Server) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	stopped, again := s.ctx.Err() != nil, s.served
+	s.served = true
+	s.mu.Unlock()
+	switch {
+	case stopped:
+		return nil // closed before it served
+	case again:
+		return errors.New("invite: Serve called twice")
+	}
+	defer close(s.done)
+	s.h.SetStreamHandler(ProtocolID, s.handleStream)
+	select {
+	case <-ctx.Done():
+	case <-s.ctx.Done():
+	}
+	s.h.RemoveStreamHandler(ProtocolID)
+	s.mu.Lock()
+	s.stop() // under mu: no exchange is added once Wait may run
+	s.mu.Unlock()
+	s.streams.Wait()
+	return nil
+}
+
+// Close stops the server and waits until Serve has returned.
+// Idempotent; safe for concurrent use.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.stop() // a later Serve returns at once
+		served := s.served
+		s.mu.Unlock()
+		if !served {
+			close(s.done)
 		}
 	})
+	<-s.done
+	return nil
+}
+
+func (s *Server) handleStream(st network.Stream) {
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		st.Reset()
+		return
+	}
+	s.streams.Add(1)
+	s.mu.Unlock()
+	defer s.streams.Done()
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(s.ctx, streamTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { st.Reset() }) // unblock reads when stopping
+	defer stop()
+	_ = st.SetDeadline(time.Now().Add(streamTimeout))
+	resp := handle(ctx, s.reg, st, s.bootstrap)
+	if resp.Error != "" {
+		s.log.Info("join refused", "peer", st.Conn().RemotePeer(), "reason", resp.Message)
+	} else {
+		s.log.Info("machine joined", "peer", st.Conn().RemotePeer())
+	}
+	b, err := canon.Marshal(&resp)
+	if err != nil {
+		st.Reset()
+		return
+	}
+	if _, err := st.Write(b); err != nil {
+		st.Reset()
+	}
 }
 
 func handle(ctx context.Context, reg *Registry, s network.Stream, bootstrap func() []ma.Multiaddr) response {

@@ -119,6 +119,11 @@ type Config struct {
 	// from the inviter after `bt join`, and tried before the DHT when the
 	// volume is looked for (docs/fs.md). Optional.
 	RootHost paths.Path `json:"root_host,omitzero"`
+
+	// ListenAddrs and BootstrapPeers are Listen and Bootstrap parsed by
+	// Validate: what the daemon uses. They are not in the file.
+	ListenAddrs    []ma.Multiaddr  `json:"-"`
+	BootstrapPeers []peer.AddrInfo `json:"-"`
 }
 
 // Storage configures the node's block store (docs/repo.md).
@@ -136,42 +141,96 @@ type Storage struct {
 	// GCGrace keeps unpinned blocks younger than this from `bt repo gc`
 	// (a Go duration; default 1h).
 	GCGrace string `json:"gc_grace,omitempty"`
+
+	// The fields above parsed, with defaults filled, by Validate: what
+	// the daemon uses. They are not in the file.
+
+	// Policy is Replicas and Replication.
+	Policy ReplicationPolicy `json:"-"`
+	// Scrub is ScrubInterval: DefaultScrubInterval when unset, ScrubOff
+	// when "off".
+	Scrub time.Duration `json:"-"`
+	// Grace is GCGrace: DefaultGCGrace when unset.
+	Grace time.Duration `json:"-"`
 }
+
+// IsZero reports whether st sets nothing in the file (the parsed fields do
+// not count), so that "storage" stays out of a config that had none.
+func (st Storage) IsZero() bool {
+	return st.Quota == 0 && st.Replicas == 0 && len(st.Replication) == 0 && st.ScrubInterval == "" && st.GCGrace == ""
+}
+
+// ReplicationPolicy is a parsed replication config: Default for every
+// path, ByPath for the subtrees named (the longest prefix wins).
+type ReplicationPolicy struct {
+	Default int
+	ByPath  map[paths.Path]int
+}
+
+// Storage defaults.
+const (
+	// DefaultScrubInterval is the time between scrubs when the config
+	// sets none.
+	DefaultScrubInterval = 6 * time.Hour
+	// ScrubOff is Storage.Scrub when scrubbing is off.
+	ScrubOff time.Duration = -1
+	// DefaultGCGrace is Storage.Grace when the config sets none.
+	DefaultGCGrace = time.Hour
+)
 
 // MaxReplicas bounds a replication factor.
 const MaxReplicas = 16
 
-// validate checks st's fields.
-func (st Storage) validate() error {
+// validate checks st's fields and fills its parsed ones.
+func (st *Storage) validate() error {
 	if st.Quota < 0 {
 		return fmt.Errorf("storage.quota %d: want bytes ≥ 0", st.Quota)
 	}
 	if st.Replicas < 0 || st.Replicas > MaxReplicas {
 		return fmt.Errorf("storage.replicas %d: want 1..%d", st.Replicas, MaxReplicas)
 	}
+	pol := ReplicationPolicy{Default: max(st.Replicas, 1), ByPath: make(map[paths.Path]int, len(st.Replication))}
 	for p, f := range st.Replication {
-		if _, err := paths.Parse(p); err != nil {
+		pp, err := paths.Parse(p)
+		if err != nil {
 			return fmt.Errorf("storage.replication %q: %v", p, err)
 		}
 		if f < 1 || f > MaxReplicas {
 			return fmt.Errorf("storage.replication %q: factor %d, want 1..%d", p, f, MaxReplicas)
 		}
+		pol.ByPath[pp] = f
 	}
-	if st.ScrubInterval != "" && st.ScrubInterval != "off" {
-		if d, err := time.ParseDuration(st.ScrubInterval); err != nil || d <= 0 {
+	scrub := DefaultScrubInterval
+	switch st.ScrubInterval {
+	case "":
+	case "off":
+		scrub = ScrubOff
+	default:
+		d, err := time.ParseDuration(st.ScrubInterval)
+		if err != nil || d <= 0 {
 			return fmt.Errorf("storage.scrub_interval %q: want a positive duration such as 6h, or off", st.ScrubInterval)
 		}
+		scrub = d
 	}
+	grace := DefaultGCGrace
 	if st.GCGrace != "" {
-		if d, err := time.ParseDuration(st.GCGrace); err != nil || d < 0 {
+		d, err := time.ParseDuration(st.GCGrace)
+		if err != nil || d < 0 {
 			return fmt.Errorf("storage.gc_grace %q: want a duration such as 1h", st.GCGrace)
 		}
+		grace = d
 	}
+	st.Policy, st.Scrub, st.Grace = pol, scrub, grace
 	return nil
 }
 
-// Validate checks c and fills defaults. It refuses an unknown version
-// (ErrUnknownVersion) and any inconsistency (ErrBadConfig).
+// Validate checks c, fills defaults and parses the file's text fields into
+// the parsed ones (ListenAddrs, BootstrapPeers, Storage.Policy, .Scrub,
+// .Grace), so that users of a validated Config parse nothing. It refuses
+// an unknown version (ErrUnknownVersion) and any inconsistency
+// (ErrBadConfig). Open and Init validate; code that builds or changes a
+// Config calls it again. The file's fields are left as they are, so
+// writing a validated Config back writes what was read.
 func (c *Config) Validate() error {
 	if c.Version != Version {
 		return fmt.Errorf("%w: version %d, this bt reads version %d (use a bt release that knows it)", ErrUnknownVersion, c.Version, Version)
@@ -202,16 +261,23 @@ func (c *Config) Validate() error {
 	default:
 		return bad("root_key %q: want software, tpm or none", c.RootKey)
 	}
+	listen := make([]ma.Multiaddr, 0, len(c.Listen))
 	for _, a := range c.Listen {
-		if _, err := ma.NewMultiaddr(a); err != nil {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
 			return bad("listen %q: %v", a, err)
 		}
+		listen = append(listen, m)
 	}
+	boot := make([]peer.AddrInfo, 0, len(c.Bootstrap))
 	for _, a := range c.Bootstrap {
-		if _, err := peer.AddrInfoFromString(a); err != nil {
+		ai, err := peer.AddrInfoFromString(a)
+		if err != nil {
 			return bad("bootstrap %q: want a multiaddr ending in /p2p/<peer-id>: %v", a, err)
 		}
+		boot = append(boot, *ai)
 	}
+	c.ListenAddrs, c.BootstrapPeers = listen, boot
 	if err := c.Storage.validate(); err != nil {
 		return bad("%v", err)
 	}

@@ -224,3 +224,69 @@ func TestSetRootHost(t *testing.T) {
 		t.Fatalf("config lacks root_host: %v\n%s", err, data)
 	}
 }
+
+func TestValidateParses(t *testing.T) {
+	good := newTestRepo(t, "laptop").Config
+	const boot = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWGB87QGrjoC1gtR9AuG6MFNGNuKEFwoefq42j6K5jsLda"
+	for _, tc := range []struct {
+		name                string
+		storage             Storage
+		listen              []string
+		wantScrub, wantGrac time.Duration
+		wantDefault         int
+		wantByPath          int
+	}{
+		{name: "defaults", wantScrub: DefaultScrubInterval, wantGrac: DefaultGCGrace, wantDefault: 1},
+		{name: "scrub off", storage: Storage{ScrubInterval: "off"}, wantScrub: ScrubOff, wantGrac: DefaultGCGrace, wantDefault: 1},
+		{name: "set", storage: Storage{Replicas: 3, Replication: map[string]int{good.Node.String(): 2}, ScrubInterval: "90m", GCGrace: "0s"},
+			listen: []string{"/ip4/127.0.0.1/tcp/0"}, wantScrub: 90 * time.Minute, wantGrac: 0, wantDefault: 3, wantByPath: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := good
+			c.Storage, c.Listen, c.Bootstrap = tc.storage, tc.listen, []string{boot}
+			if err := c.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			st := c.Storage
+			if st.Scrub != tc.wantScrub || st.Grace != tc.wantGrac || st.Policy.Default != tc.wantDefault {
+				t.Fatalf("scrub %v grace %v default %d, want %v %v %d", st.Scrub, st.Grace, st.Policy.Default, tc.wantScrub, tc.wantGrac, tc.wantDefault)
+			}
+			if got := st.Policy.ByPath[good.Node]; got != tc.wantByPath {
+				t.Fatalf("factor of %s: %d, want %d", good.Node, got, tc.wantByPath)
+			}
+			if len(c.ListenAddrs) != len(tc.listen) || len(c.ListenAddrs) > 0 && c.ListenAddrs[0].String() != tc.listen[0] {
+				t.Fatalf("listen addrs %v, want %v", c.ListenAddrs, tc.listen)
+			}
+			if len(c.BootstrapPeers) != 1 || c.BootstrapPeers[0].ID.String() != "12D3KooWGB87QGrjoC1gtR9AuG6MFNGNuKEFwoefq42j6K5jsLda" {
+				t.Fatalf("bootstrap peers %v", c.BootstrapPeers)
+			}
+		})
+	}
+}
+
+// TestParsedNotWritten: a validated config written back is the file it
+// was read from, without the parsed fields.
+func TestParsedNotWritten(t *testing.T) {
+	dir := copyFrozen(t)
+	before, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Config.Storage.Scrub != DefaultScrubInterval || r.Config.Storage.Grace != DefaultGCGrace {
+		t.Fatalf("frozen repo: scrub %v grace %v, want the defaults", r.Config.Storage.Scrub, r.Config.Storage.Grace)
+	}
+	if err := writeConfig(dir, r.Config); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(before) {
+		t.Fatalf("written back:\n%s\nwant:\n%s", after, before)
+	}
+}

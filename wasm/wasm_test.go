@@ -103,7 +103,7 @@ func TestWriteReadAcrossNodes(t *testing.T) {
 	if err := na.c.InitVolume(ctx, tv.h, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := na.c.Grant(ctx, tv.vol, nb.id, 1 /* fsys.RightRead */, time.Time{}); err != nil {
+	if _, err := na.c.Grant(ctx, tv.vol, nb.id, 1 /* fsys.RightRead */, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	root, err := na.c.Walk(ctx, tv.vol)

@@ -37,7 +37,7 @@ func TestBasicCreateWriteRead(t *testing.T) {
 			}
 			// A second client reads it through the host.
 			m := tv.newNode(t, "desk", true)
-			if err := n.c.Grant(ctx, tv.vol, m.id, fsys.RightRead, time.Time{}); err != nil {
+			if _, err := n.c.Grant(ctx, tv.vol, m.id, fsys.RightRead, time.Time{}); err != nil {
 				t.Fatal(err)
 			}
 			b := must(m.c.Walk(ctx, join(t, tv.vol, "hello.txt")))

@@ -53,7 +53,7 @@ func TestWriteBackDurability(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := must(n.c.Walk(ctx, tv.vol))
-	must(0, n.c.Grant(ctx, tv.vol, other.id, fsys.RightRead, time.Time{}))
+	must(n.c.Grant(ctx, tv.vol, other.id, fsys.RightRead, time.Time{}))
 	if ch.commits.Load() != 2 || ch.noSyncs.Load() != 0 {
 		t.Fatalf("init, grant: %d commits, %d unsynced; want both durable", ch.commits.Load(), ch.noSyncs.Load())
 	}
@@ -139,7 +139,7 @@ func TestCommitFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := must(n.c.Walk(ctx, tv.vol))
-	must(0, n.c.Grant(ctx, tv.vol, other.id, fsys.RightRead, time.Time{}))
+	must(n.c.Grant(ctx, tv.vol, other.id, fsys.RightRead, time.Time{}))
 	f := must(n.c.Create(ctx, root.Ino, "f", 0o644, true))
 	must(n.c.WriteAt(ctx, f.Ino, []byte("hello"), 0))
 	if err := n.c.Flush(ctx, f.Ino); err != nil {

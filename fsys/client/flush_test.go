@@ -28,7 +28,7 @@ func TestFlush(t *testing.T) {
 		must(0, n.c.Fsync(ctx, a.Ino))
 	}
 	m := tv.newNode(t, "desk", true)
-	must(0, n.c.Grant(ctx, tv.vol, m.id, fsys.RightRead, time.Time{}))
+	must(n.c.Grant(ctx, tv.vol, m.id, fsys.RightRead, time.Time{}))
 	for i := range N {
 		want := []byte(fmt.Sprintf("file %d", i))
 		if i%2 == 0 {

@@ -212,7 +212,7 @@ func TestRandomAccessWrites(t *testing.T) {
 	}
 	// Another client sees the committed file.
 	o := tv.newNode(t, "other", true)
-	must(0, n.c.Grant(ctx, tv.vol, o.id, fsys.RightRead, time.Time{}))
+	must(n.c.Grant(ctx, tv.vol, o.id, fsys.RightRead, time.Time{}))
 	a := must(o.c.Walk(ctx, join(t, tv.vol, "rand")))
 	if a.Size != uint64(len(m)) {
 		t.Fatalf("size %d, want %d", a.Size, len(m))
@@ -313,7 +313,7 @@ func TestConcurrentCreates(t *testing.T) {
 	b := tv.newNode(t, "desk", true)
 	tv.reopenWithBlocks(t, a, b)
 	ctx := ctxT(t)
-	must(0, a.c.Grant(ctx, tv.vol, b.id, fsys.RightRead, time.Time{}))
+	must(a.c.Grant(ctx, tv.vol, b.id, fsys.RightRead, time.Time{}))
 	dir := must(a.c.Mkdir(ctx, root.Ino, "shared", 0o755))
 	bdir := must(b.c.Walk(ctx, join(t, tv.vol, "shared")))
 	var wg sync.WaitGroup
@@ -356,7 +356,7 @@ func TestConcurrentWritesSameFile(t *testing.T) {
 	b := tv.newNode(t, "desk", true)
 	tv.reopenWithBlocks(t, a, b)
 	ctx := ctxT(t)
-	must(0, a.c.Grant(ctx, tv.vol, b.id, fsys.RightRead, time.Time{}))
+	must(a.c.Grant(ctx, tv.vol, b.id, fsys.RightRead, time.Time{}))
 	f := must(a.c.Create(ctx, root.Ino, "f", 0o644, true))
 	bf := must(b.c.Walk(ctx, join(t, tv.vol, "f")))
 	// Different chunks: both survive.
@@ -367,7 +367,7 @@ func TestConcurrentWritesSameFile(t *testing.T) {
 	must(0, a.c.Fsync(ctx, f.Ino))
 	must(0, b.c.Fsync(ctx, bf.Ino))
 	o := tv.newNode(t, "third", true)
-	must(0, a.c.Grant(ctx, tv.vol, o.id, fsys.RightRead, time.Time{}))
+	must(a.c.Grant(ctx, tv.vol, o.id, fsys.RightRead, time.Time{}))
 	of := must(o.c.Walk(ctx, join(t, tv.vol, "f")))
 	got := readAll(t, o.c, of.Ino, int(of.Size))
 	if len(got) != fsys.ChunkSize+100 || !bytes.Equal(got[:100], pa) || !bytes.Equal(got[fsys.ChunkSize:], pb) {
@@ -389,9 +389,9 @@ func TestNoReadcap(t *testing.T) {
 		t.Fatal("root without readcap")
 	}
 	// Grant on the file only: it can read the file, not the root.
-	must(0, n.c.Grant(ctx, join(t, tv.vol, "secret"), o.id, fsys.RightRead, time.Time{}))
+	must(n.c.Grant(ctx, join(t, tv.vol, "secret"), o.id, fsys.RightRead, time.Time{}))
 	o2 := tv.newNode(t, "stranger2", true)
-	must(0, n.c.Grant(ctx, join(t, tv.vol, "secret"), o2.id, fsys.RightRead, time.Time{}))
+	must(n.c.Grant(ctx, join(t, tv.vol, "secret"), o2.id, fsys.RightRead, time.Time{}))
 	a := must(o2.c.Walk(ctx, join(t, tv.vol, "secret")))
 	if got := readAll(t, o2.c, a.Ino, 100); string(got) != "classified" {
 		t.Fatalf("granted reader got %q", got)
@@ -404,7 +404,7 @@ func TestWritecapNotCovering(t *testing.T) {
 	tv, n, root := setup(t, false)
 	ctx := ctxT(t)
 	o := tv.newNode(t, "reader", false) // writecap for its own path only
-	must(0, n.c.Grant(ctx, tv.vol, o.id, fsys.RightRead, time.Time{}))
+	must(n.c.Grant(ctx, tv.vol, o.id, fsys.RightRead, time.Time{}))
 	r := must(o.c.Walk(ctx, tv.vol))
 	_, err := o.c.Create(ctx, r.Ino, "x", 0o644, true)
 	wantErr(t, err, fsys.ErrPermission)
@@ -421,7 +421,8 @@ func TestWritecapNotCovering(t *testing.T) {
 	_ = nIssuer
 	// The root-key holder makes /vol/shared a write point (Grant write
 	// without an issuer is not supported; set through a client with one).
-	wantErr(t, n.c.Grant(ctx, join(t, tv.vol, "shared"), o.id, fsys.RightWrite, time.Time{}), fsys.ErrNotSupported)
+	_, err = n.c.Grant(ctx, join(t, tv.vol, "shared"), o.id, fsys.RightWrite, time.Time{})
+	wantErr(t, err, fsys.ErrNotSupported)
 }
 
 func TestGrantWrite(t *testing.T) {
@@ -438,9 +439,11 @@ func TestGrantWrite(t *testing.T) {
 	root := must(n.c.Walk(ctx, tv.vol))
 	must(n.c.Mkdir(ctx, root.Ino, "shared", 0o777))
 	o := tv.newNode(t, "reader", false)
-	must(0, n.c.Grant(ctx, tv.vol, o.id, fsys.RightRead, time.Time{}))
-	must(0, n.c.Grant(ctx, join(t, tv.vol, "shared"), o.id, fsys.RightWrite, time.Time{}))
-	w := <-issued
+	must(n.c.Grant(ctx, tv.vol, o.id, fsys.RightRead, time.Time{}))
+	w := must(n.c.Grant(ctx, join(t, tv.vol, "shared"), o.id, fsys.RightWrite, time.Time{}))
+	if got := <-issued; got != w {
+		t.Fatalf("Grant returned %v, Issued was handed %v", w, got)
+	}
 	o.c.AddWritecap(w)
 	od := must(o.c.Walk(ctx, join(t, tv.vol, "shared")))
 	must(o.c.Create(ctx, od.Ino, "y", 0o644, true))
@@ -536,8 +539,8 @@ func TestRevokeRead(t *testing.T) {
 	p := join(t, tv.vol, "team")
 	a := tv.newNode(t, "alice", false)
 	b := tv.newNode(t, "bob", false)
-	must(0, n.c.Grant(ctx, p, a.id, fsys.RightRead, time.Time{}))
-	must(0, n.c.Grant(ctx, p, b.id, fsys.RightRead, time.Time{}))
+	must(n.c.Grant(ctx, p, a.id, fsys.RightRead, time.Time{}))
+	must(n.c.Grant(ctx, p, b.id, fsys.RightRead, time.Time{}))
 	must(a.c.Walk(ctx, join(t, p, "plan")))
 	must(b.c.Walk(ctx, join(t, p, "plan")))
 	must(0, n.c.Revoke(ctx, p, a.id, fsys.RightRead))
@@ -600,7 +603,7 @@ func TestNotify(t *testing.T) {
 	b := tv.newNode(t, "desk", true)
 	tv.reopenWithBlocks(t, a, b)
 	ctx := ctxT(t)
-	must(0, a.c.Grant(ctx, tv.vol, b.id, fsys.RightRead, time.Time{}))
+	must(a.c.Grant(ctx, tv.vol, b.id, fsys.RightRead, time.Time{}))
 	f := must(a.c.Create(ctx, root.Ino, "f", 0o644, true))
 	bf := must(b.c.Walk(ctx, join(t, tv.vol, "f")))
 	var mu sync.Mutex
@@ -695,7 +698,7 @@ func TestLateGrantSeen(t *testing.T) {
 	} else {
 		wantErr(t, err, fsys.ErrPermission)
 	}
-	must(0, a.c.Grant(ctx, tv.vol, b.id, fsys.RightRead, time.Time{}))
+	must(a.c.Grant(ctx, tv.vol, b.id, fsys.RightRead, time.Time{}))
 	if _, err := b.c.Walk(ctx, p); err == nil {
 		t.Fatal("readcaps reloaded on every walk: want at most one load per interval")
 	}

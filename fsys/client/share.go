@@ -1,13 +1,13 @@
 package client
 
 import (
+	"blocktree.dev/bt/fsys"
 	"context"
 	"fmt"
 	"slices"
 	"time"
 
 	"blocktree.dev/bt/caps"
-	"blocktree.dev/bt/fsys"
 	"blocktree.dev/bt/paths"
 )
 
@@ -166,17 +166,18 @@ func (c *Client) ReadAtVersion(ctx context.Context, p paths.Path, at uint64, buf
 
 // Grant gives principal read (a readcap of p's key, stored on the host)
 // or write (p becomes a write point, and a writecap is issued with
-// Config.Issuer and handed to Config.Issued; without an Issuer,
-// ErrNotSupported). Only principals whose ID embeds the public key
-// (Ed25519) can be granted read; others get ErrNotSupported.
-func (c *Client) Grant(ctx context.Context, p paths.Path, principal paths.ID, r fsys.Right, expires time.Time) error {
+// Config.Issuer, returned, and also handed to Config.Issued when set;
+// without an Issuer, fsys.ErrNotSupported). A read grant returns a nil
+// writecap. Only principals whose ID embeds the public key (Ed25519) can
+// be granted read; others get fsys.ErrNotSupported.
+func (c *Client) Grant(ctx context.Context, p paths.Path, principal paths.ID, r fsys.Right, expires time.Time) (*caps.Writecap, error) {
 	switch r {
 	case fsys.RightRead:
-		return c.grantRead(ctx, p, principal)
+		return nil, c.grantRead(ctx, p, principal)
 	case fsys.RightWrite:
 		return c.grantWrite(ctx, p, principal, expires)
 	}
-	return fmt.Errorf("fsys: grant: right %d: %w", r, fsys.ErrInvalid)
+	return nil, fmt.Errorf("fsys: grant: right %d: %w", r, fsys.ErrInvalid)
 }
 
 func (c *Client) grantRead(ctx context.Context, p paths.Path, principal paths.ID) error {
@@ -216,20 +217,20 @@ func (c *Client) grantRead(ctx context.Context, p paths.Path, principal paths.ID
 	return err
 }
 
-func (c *Client) grantWrite(ctx context.Context, p paths.Path, principal paths.ID, expires time.Time) error {
+func (c *Client) grantWrite(ctx context.Context, p paths.Path, principal paths.ID, expires time.Time) (*caps.Writecap, error) {
 	if c.cfg.Issuer == nil || c.cfg.Writecap == nil {
-		return fmt.Errorf("fsys: grant write: this client has no issuer key: %w", fsys.ErrNotSupported)
+		return nil, fmt.Errorf("fsys: grant write: this client has no issuer key: %w", fsys.ErrNotSupported)
 	}
 	ino, err := c.walk(ctx, p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	v, err := c.volOf(ino)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !p.HasPrefix(v.path) {
-		return fmt.Errorf("fsys: grant write: %w", fsys.ErrInvalid)
+		return nil, fmt.Errorf("fsys: grant write: %w", fsys.ErrInvalid)
 	}
 	_, err = c.updateDurable(ctx, v, "grant write", func(b *txb) error {
 		in, n, _, err := b.inode(ctx, ino)
@@ -247,25 +248,27 @@ func (c *Client) grantWrite(ctx context.Context, p paths.Path, principal paths.I
 		return b.putInode(ino, b.parents[ino], p, n, key)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if expires.IsZero() {
 		expires = c.cfg.Writecap.Expiry()
 	}
 	w, err := caps.Issue(ctx, c.cfg.Issuer, c.cfg.Writecap, principal, p, c.now().Add(-5*time.Minute), expires)
 	if err != nil {
-		return fmt.Errorf("fsys: grant write: %w: %v", fsys.ErrPermission, err)
+		return nil, fmt.Errorf("fsys: grant write: %w: %v", fsys.ErrPermission, err)
 	}
 	if c.cfg.Issued != nil {
-		return c.cfg.Issued(ctx, w)
+		if err := c.cfg.Issued(ctx, w); err != nil {
+			return nil, err
+		}
 	}
-	return nil
+	return w, nil
 }
 
 // Revoke takes a right back. Revoking read gives the inode at p a new key
 // (its entries, or its chunks, are resealed; its parent's entry re-wraps
 // it), rewraps readcaps for the remaining readers and removes principal's.
-// Revoking write is ErrNotSupported: writecaps expire (docs/fs.md).
+// Revoking write is fsys.ErrNotSupported: writecaps expire (docs/fs.md).
 func (c *Client) Revoke(ctx context.Context, p paths.Path, principal paths.ID, r fsys.Right) error {
 	if r == fsys.RightWrite {
 		return fmt.Errorf("fsys: revoke write: writecaps expire and cannot be recalled: %w", fsys.ErrNotSupported)
