@@ -83,6 +83,9 @@ var apiKinds = []struct {
 
 	// A deadline of the request passed.
 	{context.DeadlineExceeded, api.KindUnreachable, ""},
+	// The request was canceled: the client that went away sees no answer,
+	// so this is the daemon stopping its requests.
+	{context.Canceled, api.KindUnavailable, ""},
 }
 
 // apiError is err as the API error the client gets: err itself when it is
