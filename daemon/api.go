@@ -2,9 +2,7 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -13,6 +11,7 @@ import (
 
 	"blocktree.dev/bt/actors"
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/api/serve"
 	"blocktree.dev/bt/blocks"
 	"blocktree.dev/bt/blocks/replica"
 	"blocktree.dev/bt/caps"
@@ -47,233 +46,30 @@ type server struct {
 }
 
 // maxBody bounds a request body.
-const maxBody = 1 << 20
+const maxBody = serve.MaxBody
 
 func (s *server) routes() http.Handler {
-	mux := http.NewServeMux()
-	unary(s, mux, api.RouteStatus, maxBody, s.status)
-	unary(s, mux, api.RoutePeers, maxBody, s.peers)
-	unary(s, mux, api.RouteResolve, maxBody, s.resolve)
-	unary(s, mux, api.RoutePing, maxBody, s.ping)
-	unary(s, mux, api.RouteInvite, maxBody, s.invite)
+	mux := serve.New(s.log, apiError)
+	serve.Unary(mux, api.RouteStatus, maxBody, s.status)
+	serve.Unary(mux, api.RoutePeers, maxBody, s.peers)
+	serve.Unary(mux, api.RouteResolve, maxBody, s.resolve)
+	serve.Unary(mux, api.RoutePing, maxBody, s.ping)
+	serve.Unary(mux, api.RouteInvite, maxBody, s.invite)
 	// A payload travels base64 in JSON: 4/3 of its size, plus the envelope.
-	unary(s, mux, api.RouteSend, s.maxMsg/3*4+maxBody, s.send)
-	stream(s, mux, api.RouteListen, s.listen, nil)
-	unary(s, mux, api.RoutePublish, pubsub.DefaultMaxMessage/3*4+maxBody, s.publish)
-	stream(s, mux, api.RouteSubscribe, s.subscribe, nil)
-	unary(s, mux, api.RouteActors, maxBody, s.actorsList)
-	upload(s, mux, api.RouteBlockPut, s.blockPut)
-	download(s, mux, api.RouteBlockGet, s.blockGet)
-	unary(s, mux, api.RouteRepoStat, maxBody, s.repoStat)
-	stream(s, mux, api.RouteRepoGC, s.repoGC, repoFailed)
-	stream(s, mux, api.RouteRepoVerify, s.repoVerify, repoFailed)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeErr(w, api.Errorf(api.KindInvalid, "no endpoint %s %s (this daemon speaks docs/api.md v1)", r.Method, r.URL.Path))
-	})
+	serve.Unary(mux, api.RouteSend, s.maxMsg/3*4+maxBody, s.send)
+	serve.Stream(mux, api.RouteListen, s.listen, nil)
+	serve.Unary(mux, api.RoutePublish, pubsub.DefaultMaxMessage/3*4+maxBody, s.publish)
+	serve.Stream(mux, api.RouteSubscribe, s.subscribe, nil)
+	serve.Unary(mux, api.RouteActors, maxBody, s.actorsList)
+	serve.Upload(mux, api.RouteBlockPut, s.blockPut)
+	serve.Download(mux, api.RouteBlockGet, s.blockGet)
+	serve.Unary(mux, api.RouteRepoStat, maxBody, s.repoStat)
+	serve.Stream(mux, api.RouteRepoGC, s.repoGC, repoFailed)
+	serve.Stream(mux, api.RouteRepoVerify, s.repoVerify, repoFailed)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		serve.WriteError(w, api.Errorf(api.KindInvalid, "no endpoint %s %s (this daemon speaks docs/api.md v1)", r.Method, r.URL.Path))
+	}))
 	return mux
-}
-
-// ---- the handler machinery: one per api.Shape ----
-
-// unary registers f as the handler of route r, a Unary route: the request
-// is decoded (from a body of at most limit bytes, or the query), f's answer
-// encoded as JSON, and f's error written as the API error it is.
-func unary[Req, Resp any](s *server, mux *http.ServeMux, r api.Route[Req, Resp], limit int64, f func(context.Context, Req) (Resp, error)) {
-	info := r.Info()
-	mux.HandleFunc(r.Pattern(), func(w http.ResponseWriter, hr *http.Request) {
-		hr.Body = http.MaxBytesReader(w, hr.Body, limit)
-		req, err := decodeRequest[Req](info, hr)
-		var resp Resp
-		if err == nil {
-			resp, err = f(hr.Context(), req)
-		}
-		if err != nil {
-			s.fail(w, hr, err)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(resp)
-	})
-}
-
-// upload registers f as the handler of the Upload route r: the request
-// comes from the query, and f reads the raw body.
-func upload[Req, Resp any](s *server, mux *http.ServeMux, r api.Route[Req, Resp], f func(context.Context, Req, io.Reader) (Resp, error)) {
-	info := r.Info()
-	mux.HandleFunc(r.Pattern(), func(w http.ResponseWriter, hr *http.Request) {
-		req, err := decodeRequest[Req](info, hr)
-		var resp Resp
-		if err == nil {
-			resp, err = f(hr.Context(), req, hr.Body)
-		}
-		if err != nil {
-			s.fail(w, hr, err)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(resp)
-	})
-}
-
-// events is the answer of a Stream route: JSON lines, each flushed as it
-// is sent. The 200 status goes with the first line (or start); an error
-// before it is answered with the error's status.
-type events[Ev any] struct {
-	w       http.ResponseWriter
-	f       http.Flusher
-	enc     *json.Encoder
-	started bool
-}
-
-// start sends the status and headers now: from here on an error is
-// reported in the stream.
-func (e *events[Ev]) start() {
-	e.begin()
-	e.flush()
-}
-
-func (e *events[Ev]) begin() {
-	if !e.started {
-		e.started = true
-		e.w.Header().Set("Content-Type", "application/x-ndjson")
-		e.w.WriteHeader(http.StatusOK)
-	}
-}
-
-func (e *events[Ev]) flush() {
-	if e.f != nil {
-		e.f.Flush()
-	}
-}
-
-// send writes one line and flushes it; an error means the client went away.
-func (e *events[Ev]) send(ev Ev) error {
-	e.begin()
-	if err := e.enc.Encode(ev); err != nil {
-		return err
-	}
-	e.flush()
-	return nil
-}
-
-// stream registers f as the handler of the Stream route r. f sends the
-// lines and returns when the stream ends (its context ends when the client
-// goes away or the daemon shuts down). An error f returns before the first
-// line is answered as the API error it is; one after is sent as the line
-// failed makes of it, or, with failed nil, just ends the stream.
-func stream[Req, Ev any](s *server, mux *http.ServeMux, r api.Route[Req, Ev], f func(context.Context, Req, *events[Ev]) error, failed func(*api.Error) Ev) {
-	info := r.Info()
-	mux.HandleFunc(r.Pattern(), func(w http.ResponseWriter, hr *http.Request) {
-		hr.Body = http.MaxBytesReader(w, hr.Body, maxBody)
-		req, err := decodeRequest[Req](info, hr)
-		if err != nil {
-			s.fail(w, hr, err)
-			return
-		}
-		fl, _ := w.(http.Flusher)
-		ev := &events[Ev]{w: w, f: fl, enc: json.NewEncoder(w)}
-		err = f(hr.Context(), req, ev)
-		switch {
-		case err == nil:
-		case !ev.started:
-			s.fail(w, hr, err)
-		case failed != nil:
-			ae := apiError(err)
-			s.log.Debug("stream failed", "path", hr.URL.Path, "kind", ae.Kind, "err", ae.Message)
-			_ = ev.send(failed(ae))
-		}
-	})
-}
-
-// download registers f as the handler of the Download route r: f writes
-// the raw answer to out. An error before the first byte is answered as the
-// API error it is; one after goes in the api.TrailerError trailer.
-func download[Req any](s *server, mux *http.ServeMux, r api.Route[Req, api.None], f func(context.Context, Req, *rawWriter) error) {
-	info := r.Info()
-	mux.HandleFunc(r.Pattern(), func(w http.ResponseWriter, hr *http.Request) {
-		hr.Body = http.MaxBytesReader(w, hr.Body, maxBody)
-		req, err := decodeRequest[Req](info, hr)
-		if err != nil {
-			s.fail(w, hr, err)
-			return
-		}
-		w.Header().Set("Trailer", api.TrailerError)
-		out := &rawWriter{w: w}
-		err = f(hr.Context(), req, out)
-		switch {
-		case err == nil:
-			out.start()
-		case !out.started:
-			s.fail(w, hr, err)
-		default:
-			b, _ := json.Marshal(apiError(err))
-			w.Header().Set(api.TrailerError, string(b))
-		}
-	})
-}
-
-// rawWriter sends the 200 header before the first byte of a raw answer, so
-// an error before that can still be answered with an error status.
-type rawWriter struct {
-	w       http.ResponseWriter
-	started bool
-}
-
-// Header is the answer's header, to set before the first byte.
-func (rw *rawWriter) Header() http.Header { return rw.w.Header() }
-
-func (rw *rawWriter) start() {
-	if rw.started {
-		return
-	}
-	rw.started = true
-	rw.w.Header().Set("Content-Type", "application/octet-stream")
-	rw.w.WriteHeader(http.StatusOK)
-}
-
-func (rw *rawWriter) Write(b []byte) (int, error) {
-	rw.start()
-	return rw.w.Write(b)
-}
-
-// decodeRequest decodes the request of a route: nothing for api.None, the
-// query for a GET or an Upload, else the JSON body (unknown fields and
-// trailing data refused).
-func decodeRequest[Req any](info api.RouteInfo, r *http.Request) (Req, error) {
-	var req Req
-	if _, none := any(req).(api.None); none {
-		return req, nil
-	}
-	if info.Method == http.MethodGet || info.Shape == api.Upload {
-		qs, ok := any(&req).(api.QuerySetter)
-		if !ok {
-			return req, api.Errorf(api.KindInternal, "%s: request %T has no query form", info.Path, req)
-		}
-		return req, qs.SetQuery(r.URL.Query())
-	}
-	d := json.NewDecoder(r.Body)
-	d.DisallowUnknownFields()
-	if err := d.Decode(&req); err != nil {
-		return req, api.Errorf(api.KindInvalid, "request body: %v", err)
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return req, api.Errorf(api.KindInvalid, "request body: trailing data")
-	}
-	return req, nil
-}
-
-// fail answers a request with err as the API error it is.
-func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	ae := apiError(err)
-	s.log.Debug("request failed", "method", r.Method, "path", r.URL.Path, "kind", ae.Kind, "err", ae.Message)
-	writeErr(w, ae)
-}
-
-// writeErr answers with e: its kind's status and {"error": e}.
-func writeErr(w http.ResponseWriter, e *api.Error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(e.Kind.Status())
-	_ = json.NewEncoder(w).Encode(api.ErrorBody{Error: e})
 }
 
 // need checks that a required path p of a request is there: a missing

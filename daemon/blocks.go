@@ -11,6 +11,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/api/serve"
 	"blocktree.dev/bt/blocks"
 	"blocktree.dev/bt/blocks/exchange"
 	"blocktree.dev/bt/blocks/replica"
@@ -44,7 +45,7 @@ func (s *server) blockPut(ctx context.Context, req api.BlockPutRequest, body io.
 }
 
 // blockGet is POST /v1/blocks/get: the answer is the plaintext.
-func (s *server) blockGet(ctx context.Context, req api.BlockGetRequest, out *rawWriter) error {
+func (s *server) blockGet(ctx context.Context, req api.BlockGetRequest, out *serve.RawWriter) error {
 	root, err := cid.Decode(req.Root)
 	if err != nil {
 		return api.Errorf(api.KindInvalid, "root %q: %v", req.Root, err)
@@ -80,7 +81,7 @@ func (s *server) repoStat(ctx context.Context, _ api.None) (api.RepoStat, error)
 // repoFailed is the line that reports an error of a started repo stream.
 func repoFailed(e *api.Error) api.RepoEvent { return api.RepoEvent{Event: "error", Error: e} }
 
-func (s *server) repoGC(ctx context.Context, req api.GCRequest, out *events[api.RepoEvent]) error {
+func (s *server) repoGC(ctx context.Context, req api.GCRequest, out *serve.Events[api.RepoEvent]) error {
 	grace := s.gcGrace
 	if req.Grace != "" {
 		var err error
@@ -88,21 +89,21 @@ func (s *server) repoGC(ctx context.Context, req api.GCRequest, out *events[api.
 			return api.Errorf(api.KindInvalid, "grace %q: want a duration such as 1h (0 collects every unpinned block)", req.Grace)
 		}
 	}
-	out.start()
+	out.Start()
 	res, err := s.store.GC(ctx, grace, func(p blocks.GCProgress) {
-		_ = out.send(api.RepoEvent{Event: "progress", Scanned: p.Scanned, Deleted: p.Deleted, Freed: p.Freed})
+		_ = out.Send(api.RepoEvent{Event: "progress", Scanned: p.Scanned, Deleted: p.Deleted, Freed: p.Freed})
 	})
 	if err != nil {
 		return err
 	}
 	s.log.Info("gc done", "scanned", res.Scanned, "deleted", res.Deleted, "freed", res.Freed, "kept", res.Kept)
-	return out.send(api.RepoEvent{Event: "done", Scanned: res.Scanned, Deleted: res.Deleted, Freed: res.Freed, Kept: res.Kept})
+	return out.Send(api.RepoEvent{Event: "done", Scanned: res.Scanned, Deleted: res.Deleted, Freed: res.Freed, Kept: res.Kept})
 }
 
-func (s *server) repoVerify(ctx context.Context, req api.VerifyRequest, out *events[api.RepoEvent]) error {
-	out.start()
+func (s *server) repoVerify(ctx context.Context, req api.VerifyRequest, out *serve.Events[api.RepoEvent]) error {
+	out.Start()
 	progress := func(p replica.VerifyProgress) {
-		_ = out.send(api.RepoEvent{Event: "progress", Checked: p.Checked, Total: p.Total, Bytes: p.Bytes, NCorrupt: p.Corrupt})
+		_ = out.Send(api.RepoEvent{Event: "progress", Checked: p.Checked, Total: p.Total, Bytes: p.Bytes, NCorrupt: p.Corrupt})
 	}
 	run := s.replica.Verify
 	if req.Repair {
@@ -112,7 +113,7 @@ func (s *server) repoVerify(ctx context.Context, req api.VerifyRequest, out *eve
 	if err != nil {
 		return err
 	}
-	return out.send(api.RepoEvent{Event: "done", Checked: res.Checked, Bytes: res.Bytes, NCorrupt: int64(len(res.Corrupt)),
+	return out.Send(api.RepoEvent{Event: "done", Checked: res.Checked, Bytes: res.Bytes, NCorrupt: int64(len(res.Corrupt)),
 		Corrupt: res.Corrupt, Missing: res.Missing, Repaired: res.Repaired, Removed: res.Deleted})
 }
 

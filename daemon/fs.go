@@ -29,6 +29,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/api/serve"
 	"blocktree.dev/bt/blocks"
 	"blocktree.dev/bt/blocks/exchange"
 	"blocktree.dev/bt/caps"
@@ -432,22 +433,21 @@ func (s *nodeSigner) Sign(ctx context.Context, msg []byte) ([]byte, error) {
 
 // routes serves /v1/fs/ and hands everything else to next.
 func (f *fsService) routes(next http.Handler) http.Handler {
-	s := f.api
-	mux := http.NewServeMux()
-	unary(s, mux, api.RouteFSList, maxBody, f.ls)
-	unary(s, mux, api.RouteFSLog, maxBody, f.logOf)
-	unary(s, mux, api.RouteFSMkdir, maxBody, f.mkdir)
-	unary(s, mux, api.RouteFSRemove, maxBody, f.rm)
-	unary(s, mux, api.RouteFSMove, maxBody, f.mv)
-	upload(s, mux, api.RouteFSWrite, f.write)
-	download(s, mux, api.RouteFSRead, f.read)
-	unary(s, mux, api.RouteFSGrant, maxBody, f.grant)
-	unary(s, mux, api.RouteFSRevoke, maxBody, f.revoke)
-	unary(s, mux, api.RouteFSHost, maxBody, f.hostPath)
-	unary(s, mux, api.RouteFSHosted, maxBody, f.hosted)
-	unary(s, mux, api.RouteFSMount, maxBody, f.mount)
-	unary(s, mux, api.RouteFSUnmount, maxBody, f.unmount)
-	unary(s, mux, api.RouteFSMounts, maxBody, f.mountList)
+	mux := serve.New(f.api.log, apiError)
+	serve.Unary(mux, api.RouteFSList, maxBody, f.ls)
+	serve.Unary(mux, api.RouteFSLog, maxBody, f.logOf)
+	serve.Unary(mux, api.RouteFSMkdir, maxBody, f.mkdir)
+	serve.Unary(mux, api.RouteFSRemove, maxBody, f.rm)
+	serve.Unary(mux, api.RouteFSMove, maxBody, f.mv)
+	serve.Upload(mux, api.RouteFSWrite, f.write)
+	serve.Download(mux, api.RouteFSRead, f.read)
+	serve.Unary(mux, api.RouteFSGrant, maxBody, f.grant)
+	serve.Unary(mux, api.RouteFSRevoke, maxBody, f.revoke)
+	serve.Unary(mux, api.RouteFSHost, maxBody, f.hostPath)
+	serve.Unary(mux, api.RouteFSHosted, maxBody, f.hosted)
+	serve.Unary(mux, api.RouteFSMount, maxBody, f.mount)
+	serve.Unary(mux, api.RouteFSUnmount, maxBody, f.unmount)
+	serve.Unary(mux, api.RouteFSMounts, maxBody, f.mountList)
 	mux.Handle("/", next)
 	return mux
 }
@@ -753,7 +753,7 @@ func (f *fsService) write(ctx context.Context, req api.FSWriteRequest, body io.R
 }
 
 // read is POST /v1/fs/read: the answer is the file's bytes.
-func (f *fsService) read(ctx context.Context, req api.FSReadRequest, out *rawWriter) error {
+func (f *fsService) read(ctx context.Context, req api.FSReadRequest, out *serve.RawWriter) error {
 	p := req.Path
 	if err := need(p); err != nil {
 		return err

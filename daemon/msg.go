@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/api/serve"
 	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/pubsub"
@@ -49,7 +50,7 @@ func (s *server) send(ctx context.Context, req api.SendRequest) (api.CallResult,
 
 // listen hosts an endpoint at the request's path until the client goes
 // away (or the daemon stops): one "listening" line, then one per message.
-func (s *server) listen(ctx context.Context, req api.ListenRequest, out *events[api.Received]) error {
+func (s *server) listen(ctx context.Context, req api.ListenRequest, out *serve.Events[api.Received]) error {
 	if err := need(req.Path); err != nil {
 		return err
 	}
@@ -76,7 +77,7 @@ func (s *server) listen(ctx context.Context, req api.ListenRequest, out *events[
 		return err
 	}
 	defer remove()
-	if out.send(api.Received{Event: "listening", To: req.Path}) != nil {
+	if out.Send(api.Received{Event: "listening", To: req.Path}) != nil {
 		return nil
 	}
 	for {
@@ -84,7 +85,7 @@ func (s *server) listen(ctx context.Context, req api.ListenRequest, out *events[
 		case <-ctx.Done():
 			return nil
 		case ev := <-evs:
-			if out.send(ev) != nil {
+			if out.Send(ev) != nil {
 				return nil
 			}
 		}
@@ -119,7 +120,7 @@ func (s *server) publish(ctx context.Context, req api.PublishRequest) (api.None,
 
 // subscribe streams the messages on topics matching the request's pattern
 // until the client goes away: one "subscribed" line, then one per message.
-func (s *server) subscribe(ctx context.Context, req api.SubscribeRequest, out *events[api.Published]) error {
+func (s *server) subscribe(ctx context.Context, req api.SubscribeRequest, out *serve.Events[api.Published]) error {
 	if req.Pattern.IsZero() {
 		_, err := paths.ParsePattern("")
 		return api.Errorf(api.KindInvalid, "%v", err)
@@ -129,7 +130,7 @@ func (s *server) subscribe(ctx context.Context, req api.SubscribeRequest, out *e
 		return err
 	}
 	defer sub.Cancel()
-	if out.send(api.Published{Event: "subscribed", Topic: req.Pattern}) != nil {
+	if out.Send(api.Published{Event: "subscribed", Topic: req.Pattern}) != nil {
 		return nil
 	}
 	for {
@@ -144,7 +145,7 @@ func (s *server) subscribe(ctx context.Context, req api.SubscribeRequest, out *e
 		}
 		ev := api.Published{Event: "message", Topic: topic, From: m.From, Seq: m.Seq,
 			Payload: m.Payload, Confidential: m.Confidential, Readable: m.Readable}
-		if out.send(ev) != nil {
+		if out.Send(ev) != nil {
 			return nil
 		}
 	}

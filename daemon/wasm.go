@@ -36,6 +36,7 @@ import (
 
 	"blocktree.dev/bt/actors"
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/api/serve"
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/fsys"
 	"blocktree.dev/bt/msg"
@@ -659,11 +660,11 @@ func (a fsFiles) WriteFile(ctx context.Context, p paths.Path, data []byte) error
 
 // routes serves /v1/wasm/ and hands everything else to next.
 func (w *wasmService) routes(s *server, next http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	unary(s, mux, api.RouteWasmRun, maxBody, w.run)
-	unary(s, mux, api.RouteWasmPs, maxBody, w.ps)
-	unary(s, mux, api.RouteWasmStop, maxBody, w.stop)
-	stream(s, mux, api.RouteWasmLogs, w.logs, nil)
+	mux := serve.New(s.log, apiError)
+	serve.Unary(mux, api.RouteWasmRun, maxBody, w.run)
+	serve.Unary(mux, api.RouteWasmPs, maxBody, w.ps)
+	serve.Unary(mux, api.RouteWasmStop, maxBody, w.stop)
+	serve.Stream(mux, api.RouteWasmLogs, w.logs, nil)
 	mux.Handle("/", next)
 	return mux
 }
@@ -944,7 +945,7 @@ func (w *wasmService) manifestFile(ctx context.Context, dir paths.Path, name str
 }
 
 // logs is POST /v1/wasm/logs: a stream of WasmLogLine.
-func (w *wasmService) logs(ctx context.Context, req api.WasmLogsRequest, out *events[api.WasmLogLine]) error {
+func (w *wasmService) logs(ctx context.Context, req api.WasmLogsRequest, out *serve.Events[api.WasmLogLine]) error {
 	if !w.known(req.Name) {
 		return api.Errorf(api.KindNotFound, "no module named %q on this node (`bt ps` lists them)", req.Name)
 	}
@@ -955,15 +956,15 @@ func (w *wasmService) logs(ctx context.Context, req api.WasmLogsRequest, out *ev
 		}
 	}()
 	for _, l := range lines {
-		if out.send(api.WasmLogLine{Event: "line", Line: l}) != nil {
+		if out.Send(api.WasmLogLine{Event: "line", Line: l}) != nil {
 			return nil
 		}
 	}
 	if !req.Follow || next == nil {
-		_ = out.send(api.WasmLogLine{Event: "end"})
+		_ = out.Send(api.WasmLogLine{Event: "end"})
 		return nil
 	}
-	out.start()
+	out.Start()
 	for {
 		select {
 		case <-ctx.Done():
@@ -972,10 +973,10 @@ func (w *wasmService) logs(ctx context.Context, req api.WasmLogsRequest, out *ev
 			return nil
 		case l, ok := <-next:
 			if !ok {
-				_ = out.send(api.WasmLogLine{Event: "end"})
+				_ = out.Send(api.WasmLogLine{Event: "end"})
 				return nil
 			}
-			if out.send(api.WasmLogLine{Event: "line", Line: l}) != nil {
+			if out.Send(api.WasmLogLine{Event: "line", Line: l}) != nil {
 				return nil
 			}
 		}
