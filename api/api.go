@@ -1,106 +1,94 @@
-// Package api is the contract between the bt daemon and its clients: HTTP
-// with JSON bodies over a unix socket in the repo (mode 0600, so only the
-// daemon's user can reach it). Endpoints, bodies and errors are specified in
-// docs/api.md; this file holds the types, and Client speaks it.
-//
-// Errors cross the boundary as one typed error with a fixed list of kinds
-// (Error, Kind), so the CLI can map them to exit codes and advice.
 package api
 
 import (
-	"errors"
-	"fmt"
+	"net/url"
+	"strconv"
 	"time"
 
-	"blocktree.dev/bt/tpm"
+	"blocktree.dev/bt/paths"
 )
 
 // SocketName is the API socket's file name in the repo.
 const SocketName = "api.sock"
 
-// Kind classifies an API error.
-type Kind string
+// None is the request of a route that takes no parameters, and the answer
+// of one that answers with an empty object.
+type None struct{}
 
-const (
-	KindInvalid     Kind = "invalid"     // the request is malformed or an argument is bad
-	KindNotFound    Kind = "not-found"   // no such path or record
-	KindUnreachable Kind = "unreachable" // the peer or network could not be reached in time
-	KindDenied      Kind = "denied"      // a capability check failed
-	KindExists      Kind = "exists"      // the thing exists already (e.g. a name in use)
-	KindUnavailable Kind = "unavailable" // the daemon cannot do this now (e.g. shutting down)
-	KindInternal    Kind = "internal"    // a bug or an unexpected failure
-)
-
-// Error is an error from the daemon.
-type Error struct {
-	Kind    Kind   `json:"kind"`
-	Message string `json:"message"`
+// Custody says where a key lives (the daemon's tpm.Info): Kind "software"
+// or "tpm", the TPM's Device, and the key's signature Algorithm.
+type Custody struct {
+	Kind      string `json:"kind"`
+	Device    string `json:"device,omitempty"`
+	Algorithm string `json:"algorithm"`
 }
 
-func (e *Error) Error() string { return e.Message }
-
-// Errorf returns an *Error of kind k.
-func Errorf(k Kind, format string, a ...any) *Error {
-	return &Error{Kind: k, Message: fmt.Sprintf(format, a...)}
-}
-
-// KindOf returns the kind of err, KindInternal for a non-API error.
-func KindOf(err error) Kind {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Kind
+func (c Custody) String() string {
+	if c.Device == "" {
+		return c.Kind + " (" + c.Algorithm + ")"
 	}
-	return KindInternal
+	return c.Kind + " " + c.Device + " (" + c.Algorithm + ")"
 }
-
-// ErrNoDaemon: nothing answers on the repo's socket.
-var ErrNoDaemon = errors.New("no bt daemon is running for this repo")
 
 // Status is GET /v1/status.
 type Status struct {
-	Path         string    `json:"path"`
-	PeerID       string    `json:"peer_id"`
-	NodeID       string    `json:"node_id"`
-	Addrs        []string  `json:"addrs"`
-	Custody      tpm.Info  `json:"custody"`
-	RoutingTable int       `json:"routing_table"`
-	Peers        int       `json:"peers"`
-	Started      time.Time `json:"started"`
-	Uptime       string    `json:"uptime"`
-	RecordExpiry time.Time `json:"record_expiry"`
+	Path         paths.Path `json:"path"`
+	PeerID       paths.ID   `json:"peer_id"`
+	NodeID       paths.ID   `json:"node_id"`
+	Addrs        []string   `json:"addrs"`
+	Custody      Custody    `json:"custody"`
+	RoutingTable int        `json:"routing_table"`
+	Peers        int        `json:"peers"`
+	Started      time.Time  `json:"started"`
+	Uptime       string     `json:"uptime"`
+	RecordExpiry time.Time  `json:"record_expiry"`
 }
 
 // Peer is one connected peer in GET /v1/peers.
 type Peer struct {
-	PeerID   string   `json:"peer_id"`
-	Addrs    []string `json:"addrs"`
-	Path     string   `json:"path,omitempty"` // verified path; empty when unverified
-	Verified bool     `json:"verified"`
+	PeerID   paths.ID   `json:"peer_id"`
+	Addrs    []string   `json:"addrs"`
+	Path     paths.Path `json:"path,omitzero"` // verified path; empty when unverified
+	Verified bool       `json:"verified"`
 	// Unverified says why a peer has no verified path.
 	Unverified string `json:"unverified,omitempty"`
 }
 
-// Resolution is GET /v1/resolve?path=P.
+// ResolveRequest is GET /v1/resolve?path=P.
+type ResolveRequest struct {
+	Path paths.Path
+}
+
+// Query encodes r as the URL query.
+func (r ResolveRequest) Query() url.Values { return url.Values{"path": {r.Path.String()}} }
+
+// SetQuery decodes r from the URL query.
+func (r *ResolveRequest) SetQuery(q url.Values) (err error) {
+	r.Path, err = queryPath(q, "path")
+	return err
+}
+
+// Resolution answers a ResolveRequest.
 type Resolution struct {
-	Path      string    `json:"path"`
-	PeerID    string    `json:"peer_id"`
-	Addrs     []string  `json:"addrs"`
-	Expiry    time.Time `json:"expiry"`
-	Seq       uint64    `json:"seq"`
-	FromCache bool      `json:"from_cache"`
+	Path      paths.Path `json:"path"`
+	PeerID    paths.ID   `json:"peer_id"`
+	Addrs     []string   `json:"addrs"`
+	Expiry    time.Time  `json:"expiry"`
+	Seq       uint64     `json:"seq"`
+	FromCache bool       `json:"from_cache"`
 }
 
 // PingRequest is POST /v1/ping.
 type PingRequest struct {
-	Path    string `json:"path"`
-	Timeout string `json:"timeout,omitempty"` // Go duration; default 10s
+	Path    paths.Path `json:"path"`
+	Timeout string     `json:"timeout,omitempty"` // Go duration; default 10s
 }
 
 // PingResult answers a PingRequest.
 type PingResult struct {
-	Path   string  `json:"path"`
-	PeerID string  `json:"peer_id"`
-	RTTms  float64 `json:"rtt_ms"`
+	Path   paths.Path `json:"path"`
+	PeerID paths.ID   `json:"peer_id"`
+	RTTms  float64    `json:"rtt_ms"`
 }
 
 // InviteRequest is POST /v1/invites: `bt invite` has opened the root key and
@@ -114,28 +102,25 @@ type InviteRequest struct {
 
 // InviteResult answers an InviteRequest.
 type InviteResult struct {
-	Name   string    `json:"name"`
-	Path   string    `json:"path"`
-	Token  string    `json:"token"`
-	Expiry time.Time `json:"expiry"`
+	Name   string     `json:"name"`
+	Path   paths.Path `json:"path"`
+	Token  string     `json:"token"`
+	Expiry time.Time  `json:"expiry"`
 }
-
-// KindRemote: the handler at the far end of a call failed; Message is its
-// error.
-const KindRemote Kind = "remote"
 
 // SendRequest is POST /v1/send: a message to a path, fire-and-forget, or a
 // call when Call is set.
 type SendRequest struct {
-	Path    string `json:"path"`
-	Payload []byte `json:"payload"`
-	Call    bool   `json:"call,omitempty"`
-	Timeout string `json:"timeout,omitempty"` // Go duration; default 10s
+	Path    paths.Path `json:"path"`
+	Payload []byte     `json:"payload"`
+	Call    bool       `json:"call,omitempty"`
+	Timeout string     `json:"timeout,omitempty"` // Go duration; default 10s
 }
 
-// CallResult answers a call.
+// CallResult answers a SendRequest: the reply of a call; a send answers
+// with no payload ({}).
 type CallResult struct {
-	Payload []byte `json:"payload"`
+	Payload []byte `json:"payload,omitzero"`
 }
 
 // ListenRequest is POST /v1/listen: host an endpoint at Path (this node's
@@ -143,54 +128,88 @@ type CallResult struct {
 // stream of JSON lines, Received values: first one with Event "listening",
 // then one with Event "message" per message.
 type ListenRequest struct {
-	Path string `json:"path"`
-	Echo bool   `json:"echo,omitempty"` // answer every call with its payload
+	Path paths.Path `json:"path"`
+	Echo bool       `json:"echo,omitempty"` // answer every call with its payload
 }
 
 // Received is one line of a /v1/listen stream.
 type Received struct {
-	Event   string `json:"event"` // "listening" or "message"
-	From    string `json:"from,omitempty"`
-	To      string `json:"to"`
-	Call    bool   `json:"call,omitempty"`
-	Payload []byte `json:"payload,omitempty"`
+	Event   string     `json:"event"` // "listening" or "message"
+	From    paths.Path `json:"from,omitzero"`
+	To      paths.Path `json:"to"`
+	Call    bool       `json:"call,omitempty"`
+	Payload []byte     `json:"payload,omitempty"`
 }
 
 // PublishRequest is POST /v1/publish.
 type PublishRequest struct {
-	Topic   string `json:"topic"`
-	Payload []byte `json:"payload"`
+	Topic   paths.Path `json:"topic"`
+	Payload []byte     `json:"payload"`
 	// Readers, when set, make the message confidential: only the nodes at
 	// these paths can read it.
-	Readers []string `json:"readers,omitempty"`
+	Readers []paths.Path `json:"readers,omitempty"`
 }
 
 // SubscribeRequest is POST /v1/subscribe; the answer is a stream of JSON
 // lines, Published values: first Event "subscribed", then "message"s.
 type SubscribeRequest struct {
-	Pattern string `json:"pattern"`
+	Pattern paths.Pattern `json:"pattern"`
 }
 
 // Published is one line of a /v1/subscribe stream.
 type Published struct {
-	Event        string `json:"event"` // "subscribed" or "message"
-	Topic        string `json:"topic"`
-	From         string `json:"from,omitempty"`
-	Seq          uint64 `json:"seq,omitempty"`
-	Payload      []byte `json:"payload,omitempty"`
-	Confidential bool   `json:"confidential,omitempty"`
-	Readable     bool   `json:"readable"`
+	Event string `json:"event"` // "subscribed" or "message"
+	// Topic is the pattern subscribed to (subscribed), or the topic the
+	// message was published to (message: a literal pattern, a path).
+	Topic        paths.Pattern `json:"topic"`
+	From         paths.Path    `json:"from,omitzero"`
+	Seq          uint64        `json:"seq,omitempty"`
+	Payload      []byte        `json:"payload,omitempty"`
+	Confidential bool          `json:"confidential,omitempty"`
+	Readable     bool          `json:"readable"`
 }
 
-// BlockPutResult answers POST /v1/blocks, whose body is a file's bytes
-// (Content-Type application/octet-stream; query: replicas=N, path=PATH).
+// BlockPutRequest is POST /v1/blocks?replicas=N&path=P, whose body is a
+// file's bytes (Content-Type application/octet-stream). Replicas 0 and a
+// zero Path are left out: the repo's policy applies.
+type BlockPutRequest struct {
+	Replicas int
+	Path     paths.Path
+}
+
+// Query encodes r as the URL query.
+func (r BlockPutRequest) Query() url.Values {
+	q := url.Values{}
+	if r.Replicas != 0 {
+		q.Set("replicas", strconv.Itoa(r.Replicas))
+	}
+	if !r.Path.IsZero() {
+		q.Set("path", r.Path.String())
+	}
+	return q
+}
+
+// SetQuery decodes r from the URL query.
+func (r *BlockPutRequest) SetQuery(q url.Values) (err error) {
+	if v := q.Get("replicas"); v != "" {
+		if r.Replicas, err = strconv.Atoi(v); err != nil || r.Replicas < 1 {
+			return Errorf(KindInvalid, "replicas %q: want a positive number", v)
+		}
+	}
+	if q.Get("path") != "" {
+		r.Path, err = queryPath(q, "path")
+	}
+	return err
+}
+
+// BlockPutResult answers a BlockPutRequest.
 // The daemon seals the file under a fresh key; Root and Key read it back.
 type BlockPutResult struct {
-	Root     string   `json:"root"`               // the file's root CID (its manifest block)
-	Key      string   `json:"key"`                // the file key, base64url without padding
-	Size     uint64   `json:"size"`               // plaintext bytes
-	Blocks   int      `json:"blocks"`             // sealed chunks
-	Replicas []string `json:"replicas,omitempty"` // other nodes that hold it
+	Root     string       `json:"root"`               // the file's root CID (its manifest block)
+	Key      string       `json:"key"`                // the file key, base64url without padding
+	Size     uint64       `json:"size"`               // plaintext bytes
+	Blocks   int          `json:"blocks"`             // sealed chunks
+	Replicas []paths.Path `json:"replicas,omitempty"` // other nodes that hold it
 }
 
 // BlockGetRequest is POST /v1/blocks/get. The answer is the file's
@@ -198,14 +217,11 @@ type BlockPutResult struct {
 // byte is sent in the trailer TrailerError, and the body is then a prefix
 // of the true plaintext.
 type BlockGetRequest struct {
-	Root    string   `json:"root"`
-	Key     string   `json:"key"`
-	From    []string `json:"from,omitempty"`    // paths of nodes to ask first
-	Timeout string   `json:"timeout,omitempty"` // Go duration; default 5m
+	Root    string       `json:"root"`
+	Key     string       `json:"key"`
+	From    []paths.Path `json:"from,omitempty"`    // paths of nodes to ask first
+	Timeout string       `json:"timeout,omitempty"` // Go duration; default 5m
 }
-
-// TrailerError carries an error that ended a streamed answer, as JSON.
-const TrailerError = "Bt-Error"
 
 // RepoStat answers GET /v1/repo/stat.
 type RepoStat struct {
@@ -255,16 +271,16 @@ type RepoEvent struct {
 
 // FSEntry is one file, directory or symlink.
 type FSEntry struct {
-	Path    string    `json:"path"`
-	Name    string    `json:"name"`
-	Kind    string    `json:"kind"` // "file", "dir" or "symlink"
-	Mode    uint32    `json:"mode"` // permission bits
-	Size    uint64    `json:"size"`
-	Mtime   time.Time `json:"mtime"`
-	Owner   string    `json:"owner,omitempty"`
-	Version uint64    `json:"version"`
-	Ino     uint64    `json:"ino"`
-	Target  string    `json:"target,omitempty"` // a symlink's
+	Path    paths.Path `json:"path"`
+	Name    string     `json:"name"`
+	Kind    string     `json:"kind"` // "file", "dir" or "symlink"
+	Mode    uint32     `json:"mode"` // permission bits
+	Size    uint64     `json:"size"`
+	Mtime   time.Time  `json:"mtime"`
+	Owner   paths.ID   `json:"owner,omitempty"`
+	Version uint64     `json:"version"`
+	Ino     uint64     `json:"ino"`
+	Target  string     `json:"target,omitempty"` // a symlink's
 }
 
 // FSListing answers GET /v1/fs/ls?path=P[&at=V]: the entry at P and, for
@@ -275,25 +291,82 @@ type FSListing struct {
 	Entries []FSEntry `json:"entries"`
 }
 
-// FSLogEntry is one line of GET /v1/fs/log?path=P[&limit=N].
+// FSListRequest is GET /v1/fs/ls?path=P[&at=V]: At 0 is now.
+type FSListRequest struct {
+	Path paths.Path
+	At   uint64
+}
+
+// Query encodes r as the URL query.
+func (r FSListRequest) Query() url.Values {
+	q := url.Values{"path": {r.Path.String()}}
+	if r.At > 0 {
+		q.Set("at", strconv.FormatUint(r.At, 10))
+	}
+	return q
+}
+
+// SetQuery decodes r from the URL query.
+func (r *FSListRequest) SetQuery(q url.Values) (err error) {
+	if r.Path, err = queryPath(q, "path"); err != nil {
+		return err
+	}
+	if v := q.Get("at"); v != "" {
+		if r.At, err = strconv.ParseUint(v, 10, 64); err != nil || r.At == 0 {
+			return Errorf(KindInvalid, "at %q: want a version number ≥ 1 (see `bt log`)", v)
+		}
+	}
+	return nil
+}
+
+// FSLogRequest is GET /v1/fs/log?path=P[&limit=N]; Limit 0 is the
+// daemon's default (100).
+type FSLogRequest struct {
+	Path  paths.Path
+	Limit int
+}
+
+// Query encodes r as the URL query.
+func (r FSLogRequest) Query() url.Values {
+	q := url.Values{"path": {r.Path.String()}}
+	if r.Limit != 0 {
+		q.Set("limit", strconv.Itoa(r.Limit))
+	}
+	return q
+}
+
+// SetQuery decodes r from the URL query.
+func (r *FSLogRequest) SetQuery(q url.Values) (err error) {
+	if r.Path, err = queryPath(q, "path"); err != nil {
+		return err
+	}
+	if v := q.Get("limit"); v != "" {
+		if r.Limit, err = strconv.Atoi(v); err != nil || r.Limit < 1 {
+			return Errorf(KindInvalid, "limit %q: want a positive number", v)
+		}
+	}
+	return nil
+}
+
+// FSLogEntry is one answer line of an FSLogRequest.
 type FSLogEntry struct {
-	Version uint64    `json:"version"`
-	Time    time.Time `json:"time"`
-	Writer  string    `json:"writer"`
-	Op      string    `json:"op"`
+	Version uint64     `json:"version"`
+	Time    time.Time  `json:"time"`
+	Writer  paths.Path `json:"writer"`
+	Op      string     `json:"op"`
 }
 
 // FSMkdirRequest is POST /v1/fs/mkdir; the answer is the FSEntry.
 type FSMkdirRequest struct {
-	Path    string `json:"path"`
-	Parents bool   `json:"parents,omitempty"` // make missing parents; an existing directory is no error
-	Mode    uint32 `json:"mode,omitempty"`    // default 0755
+	Path    paths.Path `json:"path"`
+	Parents bool       `json:"parents,omitempty"` // make missing parents; an existing directory is no error
+	Mode    uint32     `json:"mode,omitempty"`    // default 0755
 }
 
 // FSRemoveRequest is POST /v1/fs/rm.
 type FSRemoveRequest struct {
-	Path      string `json:"path"`
-	Recursive bool   `json:"recursive,omitempty"`
+	Path      paths.Path `json:"path"`
+	Recursive bool       `json:"recursive,omitempty"`
 }
 
 // FSRemoveResult answers FSRemoveRequest.
@@ -303,59 +376,91 @@ type FSRemoveResult struct {
 
 // FSMoveRequest is POST /v1/fs/mv.
 type FSMoveRequest struct {
-	Src string `json:"src"`
-	Dst string `json:"dst"`
+	Src paths.Path `json:"src"`
+	Dst paths.Path `json:"dst"`
 }
 
 // FSReadRequest is POST /v1/fs/read; the answer is the file's bytes
 // (application/octet-stream; an error after the first byte comes in the
 // TrailerError trailer).
 type FSReadRequest struct {
-	Path string `json:"path"`
+	Path paths.Path `json:"path"`
 }
 
-// POST /v1/fs/write?path=P[&mode=0644][&parents=1] takes the file's bytes
-// as the body, replaces the file's content, makes it durable (fsync) and
-// answers with its FSEntry.
+// FSWriteRequest is POST /v1/fs/write?path=P[&mode=644][&parents=1],
+// whose body is the file's bytes: it replaces the file's content, makes it
+// durable (fsync) and answers with its FSEntry. Mode is always sent; a
+// request without one means 0644.
+type FSWriteRequest struct {
+	Path    paths.Path
+	Mode    uint32 // permission bits of a new file
+	Parents bool   // make missing parent directories
+}
+
+// Query encodes r as the URL query.
+func (r FSWriteRequest) Query() url.Values {
+	q := url.Values{"path": {r.Path.String()}, "mode": {strconv.FormatUint(uint64(r.Mode), 8)}}
+	if r.Parents {
+		q.Set("parents", "1")
+	}
+	return q
+}
+
+// SetQuery decodes r from the URL query.
+func (r *FSWriteRequest) SetQuery(q url.Values) (err error) {
+	if r.Path, err = queryPath(q, "path"); err != nil {
+		return err
+	}
+	r.Mode = 0o644
+	if v := q.Get("mode"); v != "" {
+		m, err := strconv.ParseUint(v, 8, 32)
+		if err != nil || m > 0o7777 {
+			return Errorf(KindInvalid, "mode %q: want octal permission bits such as 644", v)
+		}
+		r.Mode = uint32(m)
+	}
+	r.Parents = q.Get("parents") == "1"
+	return nil
+}
 
 // FSGrantRequest is POST /v1/fs/grant.
 type FSGrantRequest struct {
-	Path      string    `json:"path"`
-	Principal string    `json:"principal"`
-	Right     string    `json:"right"`            // "read" or "write"
-	Expires   time.Time `json:"expires,omitzero"` // zero: no expiry (read) or the granter's own (write)
+	Path      paths.Path `json:"path"`
+	Principal string     `json:"principal"`
+	Right     string     `json:"right"`            // "read" or "write"
+	Expires   time.Time  `json:"expires,omitzero"` // zero: no expiry (read) or the granter's own (write)
 }
 
 // FSGrantResult answers a grant; Writecap is the writecap issued for a
 // write grant (base64url), for the grantee.
 type FSGrantResult struct {
-	Path      string `json:"path"`
-	Principal string `json:"principal"`
-	Right     string `json:"right"`
-	Writecap  string `json:"writecap,omitempty"`
+	Path      paths.Path `json:"path"`
+	Principal paths.ID   `json:"principal"`
+	Right     string     `json:"right"`
+	Writecap  string     `json:"writecap,omitempty"`
 }
 
 // FSRevokeRequest is POST /v1/fs/revoke.
 type FSRevokeRequest struct {
-	Path      string `json:"path"`
-	Principal string `json:"principal"`
-	Right     string `json:"right"`
+	Path      paths.Path `json:"path"`
+	Principal string     `json:"principal"`
+	Right     string     `json:"right"`
 }
 
 // FSHostRequest is POST /v1/fs/host: host the volume at Path on this
 // node. Writecap (base64url, optional) is a writecap for Path held by this
 // node's key, when its own writecap does not cover Path.
 type FSHostRequest struct {
-	Path     string `json:"path"`
-	Writecap string `json:"writecap,omitempty"`
+	Path     paths.Path `json:"path"`
+	Writecap string     `json:"writecap,omitempty"`
 }
 
 // FSVolume describes a hosted volume (POST /v1/fs/host, GET /v1/fs/hosted).
 type FSVolume struct {
-	Path    string `json:"path"`
-	Dir     string `json:"dir"`
-	Root    uint64 `json:"root"`
-	Version uint64 `json:"version"`
+	Path    paths.Path `json:"path"`
+	Dir     string     `json:"dir"`
+	Root    uint64     `json:"root"`
+	Version uint64     `json:"version"`
 }
 
 // FSMountRequest is POST /v1/fs/mount and POST /v1/fs/unmount.
@@ -365,8 +470,8 @@ type FSMountRequest struct {
 
 // FSMount answers a mount (and lists in GET /v1/fs/mounts).
 type FSMount struct {
-	Dir  string `json:"dir"`
-	Root string `json:"root"` // the domain root shown at Dir/<root-id>
+	Dir  string   `json:"dir"`
+	Root paths.ID `json:"root"` // the domain root shown at Dir/<root-id>
 }
 
 // Wasm modules (docs/api.md, "Wasm modules"; docs/wasm.md,
@@ -377,13 +482,13 @@ type FSMount struct {
 // it with this node's key and writes it into the deployment directory of
 // each node in Nodes (default: this node), or only returns it (Print).
 type WasmRunRequest struct {
-	Module   string            `json:"module"`             // the module's path in the file system
+	Module   paths.Path        `json:"module"`             // the module's path in the file system
 	Name     string            `json:"name,omitempty"`     // default: the module's base name without .wasm
-	Nodes    []string          `json:"nodes,omitempty"`    // node paths; default this node
-	Read     []string          `json:"read,omitempty"`     // path prefixes the module may read
-	Write    []string          `json:"write,omitempty"`    // … write
-	Message  []string          `json:"message,omitempty"`  // … send messages to and call
-	Publish  []string          `json:"publish,omitempty"`  // … publish to
+	Nodes    []paths.Path      `json:"nodes,omitempty"`    // node paths; default this node
+	Read     []paths.Path      `json:"read,omitempty"`     // path prefixes the module may read
+	Write    []paths.Path      `json:"write,omitempty"`    // … write
+	Message  []paths.Path      `json:"message,omitempty"`  // … send messages to and call
+	Publish  []paths.Path      `json:"publish,omitempty"`  // … publish to
 	Env      map[string]string `json:"env,omitempty"`      // the module's environment
 	Memory   uint64            `json:"memory,omitempty"`   // bytes; 0: the runtime's default
 	Deadline string            `json:"deadline,omitempty"` // Go duration per message; "": the runtime's default
@@ -393,10 +498,10 @@ type WasmRunRequest struct {
 
 // WasmRunResult answers a WasmRunRequest.
 type WasmRunResult struct {
-	Name      string   `json:"name"`
-	Signer    string   `json:"signer"`              // the principal that signed
-	Manifests []string `json:"manifests,omitempty"` // the manifest files written
-	Manifest  []byte   `json:"manifest,omitempty"`  // the signed manifest (Print)
+	Name      string       `json:"name"`
+	Signer    paths.ID     `json:"signer"`              // the principal that signed
+	Manifests []paths.Path `json:"manifests,omitempty"` // the manifest files written
+	Manifest  []byte       `json:"manifest,omitempty"`  // the signed manifest (Print)
 	// Warning says why the manifest would be refused where it is deployed
 	// (Print only: a deployment is refused before it is written).
 	Warning string `json:"warning,omitempty"`
@@ -414,29 +519,29 @@ const (
 // WasmInstance is one entry of GET /v1/wasm/ps: a manifest in this node's
 // deployment directory and what became of it.
 type WasmInstance struct {
-	Name     string    `json:"name"`
-	File     string    `json:"file"`             // the manifest's path
-	Path     string    `json:"path,omitempty"`   // the instance's actor path
-	Module   string    `json:"module,omitempty"` // the module's path
-	Signer   string    `json:"signer,omitempty"`
-	State    string    `json:"state"`
-	Restarts int       `json:"restarts"`
-	Reason   string    `json:"reason,omitempty"` // why refused, failed or stopped; the last error
-	Since    time.Time `json:"since,omitzero"`   // when the state began or the instance started
+	Name     string     `json:"name"`
+	File     paths.Path `json:"file"`            // the manifest's path
+	Path     paths.Path `json:"path,omitzero"`   // the instance's actor path
+	Module   paths.Path `json:"module,omitzero"` // the module's path
+	Signer   paths.ID   `json:"signer,omitempty"`
+	State    string     `json:"state"`
+	Restarts int        `json:"restarts"`
+	Reason   string     `json:"reason,omitempty"` // why refused, failed or stopped; the last error
+	Since    time.Time  `json:"since,omitzero"`   // when the state began or the instance started
 }
 
 // WasmStopRequest is POST /v1/wasm/stop: remove the manifest of Name from
 // Node's deployment directory (default this node), which stops it there.
 type WasmStopRequest struct {
-	Name string `json:"name"`
-	Node string `json:"node,omitempty"`
+	Name string     `json:"name"`
+	Node paths.Path `json:"node,omitzero"` // default this node
 }
 
 // WasmStopResult answers a WasmStopRequest.
 type WasmStopResult struct {
-	Name    string `json:"name"`
-	Removed string `json:"removed"` // the manifest file removed
-	Stopped bool   `json:"stopped"` // this node has stopped it (always false for another node)
+	Name    string     `json:"name"`
+	Removed paths.Path `json:"removed"` // the manifest file removed
+	Stopped bool       `json:"stopped"` // this node has stopped it (always false for another node)
 }
 
 // WasmLogsRequest is POST /v1/wasm/logs; the answer is a stream of JSON
@@ -451,4 +556,28 @@ type WasmLogsRequest struct {
 type WasmLogLine struct {
 	Event string `json:"event"` // "line" or "end"
 	Line  string `json:"line,omitempty"`
+}
+
+// Actor is one entry of GET /v1/actors: an actor or service of the node
+// (docs/actors.md).
+type Actor struct {
+	Path          paths.Path `json:"path"`
+	Owner         paths.Path `json:"owner,omitzero"`
+	Kind          string     `json:"kind"`                     // "actor", "service" or "provider"
+	State         string     `json:"state"`                    // running, stopping
+	ProtocolState string     `json:"protocol_state,omitempty"` // the declared protocol's current state
+	Protocol      string     `json:"protocol,omitempty"`       // the declared protocol's name
+	MailboxDepth  int        `json:"mailbox_depth"`
+	MailboxCap    int        `json:"mailbox_cap"`
+	Started       time.Time  `json:"started,omitzero"`
+}
+
+// queryPath parses the path in query parameter name; a missing one is
+// invalid as an empty path is.
+func queryPath(q url.Values, name string) (paths.Path, error) {
+	p, err := paths.Parse(q.Get(name))
+	if err != nil {
+		return paths.Path{}, Errorf(KindInvalid, "%v", err)
+	}
+	return p, nil
 }

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"syscall"
 )
@@ -32,49 +31,36 @@ func NewClient(dir string) *Client {
 	}}}
 }
 
-// Do sends a request with body in as JSON (nil for none) and decodes the
-// answer into out (nil to discard). Errors are *Error from the daemon, or
-// wrap ErrNoDaemon.
-func (c *Client) Do(ctx context.Context, method, path string, query url.Values, in, out any) error {
-	resp, err := c.send(ctx, method, path, query, in)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("reading the daemon's answer: %w", err)
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("decoding the daemon's answer: %w", err)
-	}
-	return nil
-}
-
-// send makes one request and returns a 200 answer; any other status is
-// turned into the daemon's *Error.
-func (c *Client) send(ctx context.Context, method, path string, query url.Values, in any) (*http.Response, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
+// send makes the request of route r for req and returns a 200 answer;
+// any other status is turned into the daemon's *Error. A GET request and
+// an Upload's parameters go in the query (req is a QueryRequest); any other
+// request is the JSON body. body is an Upload's raw body.
+func (c *Client) send(ctx context.Context, info RouteInfo, req any, body io.Reader) (*http.Response, error) {
+	u := "http://bt" + info.Path
+	ctype := "application/json"
+	switch {
+	case info.Shape == Upload:
+		ctype = "application/octet-stream"
+		fallthrough
+	case info.Method == http.MethodGet:
+		if qr, ok := req.(QueryRequest); ok {
+			if q := qr.Query(); len(q) > 0 {
+				u += "?" + q.Encode()
+			}
+		}
+	default:
+		b, err := json.Marshal(req)
 		if err != nil {
 			return nil, err
 		}
 		body = bytes.NewReader(b)
 	}
-	u := "http://bt" + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	hr, err := http.NewRequestWithContext(ctx, info.Method, u, body)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	return c.roundTrip(ctx, req)
+	hr.Header.Set("Content-Type", ctype)
+	return c.roundTrip(ctx, hr)
 }
 
 // roundTrip makes one request and returns a 200 answer; any other status
@@ -95,20 +81,58 @@ func (c *Client) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	var e struct {
-		Error *Error `json:"error"`
-	}
+	var e ErrorBody
 	if json.Unmarshal(data, &e) == nil && e.Error != nil {
 		return nil, e.Error
 	}
 	return nil, Errorf(KindInternal, "daemon answered %s", resp.Status)
 }
 
-// Stream sends a request whose answer is a stream of JSON lines and calls
-// each for every line until the stream ends, ctx ends or each returns an
-// error (which Stream returns).
-func (c *Client) Stream(ctx context.Context, path string, in any, each func(line []byte) error) error {
-	resp, err := c.send(ctx, http.MethodPost, path, nil, in)
+// maxAnswer bounds a JSON answer.
+const maxAnswer = 16 << 20
+
+// Call calls the Unary route r with req and returns its answer. Errors are
+// *Error from the daemon, or wrap ErrNoDaemon. Safe for concurrent use.
+func Call[Req, Resp any](ctx context.Context, c *Client, r Route[Req, Resp], req Req) (Resp, error) {
+	var out Resp
+	resp, err := c.send(ctx, r.Info(), req, nil)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	return out, decodeAnswer(resp.Body, &out)
+}
+
+// Put calls the Upload route r with req's parameters and body as the raw
+// request body, and returns its answer.
+func Put[Req, Resp any](ctx context.Context, c *Client, r Route[Req, Resp], req Req, body io.Reader) (Resp, error) {
+	var out Resp
+	resp, err := c.send(ctx, r.Info(), req, body)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	return out, decodeAnswer(resp.Body, &out)
+}
+
+func decodeAnswer(r io.Reader, out any) error {
+	data, err := io.ReadAll(io.LimitReader(r, maxAnswer))
+	if err != nil {
+		return fmt.Errorf("reading the daemon's answer: %w", err)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decoding the daemon's answer: %w", err)
+	}
+	return nil
+}
+
+// Each calls the Stream route r with req and calls each for every line of
+// the answer until the stream ends, ctx ends or each returns an error
+// (which Each returns). A stream the daemon ends is an error too: streams
+// run until the client stops reading, or end with an event that each
+// recognises and stops at.
+func Each[Req, Ev any](ctx context.Context, c *Client, r Route[Req, Ev], req Req, each func(Ev) error) error {
+	resp, err := c.send(ctx, r.Info(), req, nil)
 	if err != nil {
 		return err
 	}
@@ -116,7 +140,11 @@ func (c *Client) Stream(ctx context.Context, path string, in any, each func(line
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 128<<20)
 	for sc.Scan() {
-		if err := each(sc.Bytes()); err != nil {
+		var ev Ev
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("bad line from the daemon: %w", err)
+		}
+		if err := each(ev); err != nil {
 			return err
 		}
 	}
@@ -129,41 +157,11 @@ func (c *Client) Stream(ctx context.Context, path string, in any, each func(line
 	return errors.New("the daemon ended the stream (did it stop?)")
 }
 
-// Upload sends body as the raw request body (application/octet-stream) and
-// decodes the JSON answer into out.
-func (c *Client) Upload(ctx context.Context, path string, query url.Values, body io.Reader, out any) error {
-	u := "http://bt" + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := c.roundTrip(ctx, req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("reading the daemon's answer: %w", err)
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("decoding the daemon's answer: %w", err)
-	}
-	return nil
-}
-
-// Download sends in as JSON and copies the raw answer to w. An error the
-// daemon reports after the first byte (trailer TrailerError) is returned;
-// w has then received a prefix of the answer.
-func (c *Client) Download(ctx context.Context, path string, in any, w io.Writer) error {
-	resp, err := c.send(ctx, http.MethodPost, path, nil, in)
+// Fetch calls the Download route r with req and copies the raw answer to
+// w. An error the daemon reports after the first byte (trailer
+// TrailerError) is returned; w has then received a prefix of the answer.
+func Fetch[Req any](ctx context.Context, c *Client, r Route[Req, None], req Req, w io.Writer) error {
+	resp, err := c.send(ctx, r.Info(), req, nil)
 	if err != nil {
 		return err
 	}

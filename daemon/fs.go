@@ -7,7 +7,6 @@ package daemon
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +16,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/api/serve"
 	"blocktree.dev/bt/blocks"
 	"blocktree.dev/bt/blocks/exchange"
 	"blocktree.dev/bt/caps"
@@ -74,54 +75,23 @@ func (f *fsService) hostVolume(ctx context.Context, e hostedEntry) (*host.Host, 
 
 // routes serves /v1/fs/ and hands everything else to next.
 func (f *fsService) routes(next http.Handler) http.Handler {
-	s := f.api
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/fs/ls", s.handle(f.ls))
-	mux.HandleFunc("GET /v1/fs/log", s.handle(f.logOf))
-	mux.HandleFunc("POST /v1/fs/mkdir", s.handle(f.mkdir))
-	mux.HandleFunc("POST /v1/fs/rm", s.handle(f.rm))
-	mux.HandleFunc("POST /v1/fs/mv", s.handle(f.mv))
-	mux.HandleFunc("POST /v1/fs/write", f.write)
-	mux.HandleFunc("POST /v1/fs/read", f.read)
-	mux.HandleFunc("POST /v1/fs/grant", s.handle(f.grant))
-	mux.HandleFunc("POST /v1/fs/revoke", s.handle(f.revoke))
-	mux.HandleFunc("POST /v1/fs/host", s.handle(f.hostPath))
-	mux.HandleFunc("GET /v1/fs/hosted", s.handle(f.hosted))
-	mux.HandleFunc("POST /v1/fs/mount", s.handle(f.mount))
-	mux.HandleFunc("POST /v1/fs/unmount", s.handle(f.unmount))
-	mux.HandleFunc("GET /v1/fs/mounts", s.handle(f.mountList))
+	mux := serve.New(f.api.log, apiError)
+	serve.Unary(mux, api.RouteFSList, maxBody, f.ls)
+	serve.Unary(mux, api.RouteFSLog, maxBody, f.logOf)
+	serve.Unary(mux, api.RouteFSMkdir, maxBody, f.mkdir)
+	serve.Unary(mux, api.RouteFSRemove, maxBody, f.rm)
+	serve.Unary(mux, api.RouteFSMove, maxBody, f.mv)
+	serve.Upload(mux, api.RouteFSWrite, f.write)
+	serve.Download(mux, api.RouteFSRead, f.read)
+	serve.Unary(mux, api.RouteFSGrant, maxBody, f.grant)
+	serve.Unary(mux, api.RouteFSRevoke, maxBody, f.revoke)
+	serve.Unary(mux, api.RouteFSHost, maxBody, f.hostPath)
+	serve.Unary(mux, api.RouteFSHosted, maxBody, f.hosted)
+	serve.Unary(mux, api.RouteFSMount, maxBody, f.mount)
+	serve.Unary(mux, api.RouteFSUnmount, maxBody, f.unmount)
+	serve.Unary(mux, api.RouteFSMounts, maxBody, f.mountList)
 	mux.Handle("/", next)
 	return mux
-}
-
-// fsErr turns a file-system error into an API error of the right kind.
-func fsErr(err error) error {
-	var ae *api.Error
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &ae):
-		return ae
-	case errors.Is(err, fsys.ErrNotExist):
-		return api.Errorf(api.KindNotFound, "%v", err)
-	case errors.Is(err, fsys.ErrExist):
-		return api.Errorf(api.KindExists, "%v", err)
-	case errors.Is(err, fsys.ErrPermission):
-		return api.Errorf(api.KindDenied, "%v (a read needs a readcap and a write a writecap that covers the path: ask its owner for `bt grant`)", err)
-	case errors.Is(err, fsys.ErrIntegrity):
-		return api.Errorf(api.KindDenied, "%v", err)
-	case errors.Is(err, fsys.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		return api.Errorf(api.KindUnreachable, "%v (is the volume's host running and reachable? `bt peers` shows what this node sees)", err)
-	case errors.Is(err, fsys.ErrConflict):
-		return api.Errorf(api.KindUnavailable, "%v: other writers kept changing it; retry", err)
-	case errors.Is(err, fsys.ErrNoSpace):
-		return api.Errorf(api.KindUnavailable, "%v", err)
-	case errors.Is(err, fsys.ErrNotDir), errors.Is(err, fsys.ErrIsDir), errors.Is(err, fsys.ErrNotEmpty),
-		errors.Is(err, fsys.ErrInvalid), errors.Is(err, fsys.ErrNameTooLong), errors.Is(err, fsys.ErrCrossVolume),
-		errors.Is(err, fsys.ErrNotSupported):
-		return api.Errorf(api.KindInvalid, "%v", err)
-	}
-	return err
 }
 
 func kindName(k fsys.Kind) string {
@@ -135,8 +105,8 @@ func kindName(k fsys.Kind) string {
 }
 
 func entryOf(p paths.Path, a fsys.Attr) api.FSEntry {
-	return api.FSEntry{Path: p.String(), Name: p.Base(), Kind: kindName(a.Kind), Mode: a.Mode, Size: a.Size, Mtime: a.Mtime,
-		Owner: string(a.Owner), Version: a.Version, Ino: uint64(a.Ino)}
+	return api.FSEntry{Path: p, Name: p.Base(), Kind: kindName(a.Kind), Mode: a.Mode, Size: a.Size, Mtime: a.Mtime,
+		Owner: a.Owner, Version: a.Version, Ino: uint64(a.Ino)}
 }
 
 // parent walks to p's parent directory.
@@ -147,7 +117,7 @@ func (f *fsService) parent(ctx context.Context, p paths.Path) (fsys.Attr, string
 	}
 	a, err := f.client.Walk(ctx, par)
 	if err != nil {
-		return a, "", fsErr(err)
+		return a, "", err
 	}
 	if a.Kind != fsys.KindDir {
 		return a, "", api.Errorf(api.KindInvalid, "%s: %v", par, fsys.ErrNotDir)
@@ -155,74 +125,52 @@ func (f *fsService) parent(ctx context.Context, p paths.Path) (fsys.Attr, string
 	return a, p.Base(), nil
 }
 
-func atParam(r *http.Request) (uint64, error) {
-	v := r.URL.Query().Get("at")
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil || n == 0 {
-		return 0, api.Errorf(api.KindInvalid, "at %q: want a version number ≥ 1 (see `bt log`)", v)
-	}
-	return n, nil
-}
-
-func (f *fsService) ls(ctx context.Context, r *http.Request) (any, error) {
-	p, err := parsePath(r.URL.Query().Get("path"))
-	if err != nil {
-		return nil, err
-	}
-	at, err := atParam(r)
-	if err != nil {
-		return nil, err
+func (f *fsService) ls(ctx context.Context, req api.FSListRequest) (api.FSListing, error) {
+	var none api.FSListing
+	p, at := req.Path, req.At
+	if err := need(p); err != nil {
+		return none, err
 	}
 	out := api.FSListing{At: at, Entries: []api.FSEntry{}}
 	var (
 		a    fsys.Attr
 		ents []fsys.DirEntry
+		err  error
 	)
+	vfs, versioned := any(f.client).(fsys.Versioned)
 	if at > 0 {
-		vfs, ok := any(f.client).(fsys.Versioned)
-		if !ok {
-			return nil, api.Errorf(api.KindInvalid, "this daemon's file system does not keep versions")
+		if !versioned {
+			return none, api.Errorf(api.KindInvalid, "this daemon's file system does not keep versions")
 		}
 		if a, err = vfs.GetattrAt(ctx, p, at); err != nil {
-			return nil, fsErr(err)
+			return none, err
 		}
 		if a.Kind == fsys.KindDir {
 			if ents, err = vfs.ReaddirAt(ctx, p, at); err != nil {
-				return nil, fsErr(err)
+				return none, err
 			}
 		}
 	} else {
 		if a, err = f.client.Walk(ctx, p); err != nil {
-			return nil, fsErr(err)
+			return none, err
 		}
 		if a.Kind == fsys.KindDir {
 			if ents, err = f.client.Readdir(ctx, a.Ino); err != nil {
-				return nil, fsErr(err)
+				return none, err
 			}
 		}
 	}
 	out.Entry = entryOf(p, a)
-	slices.SortFunc(ents, func(x, y fsys.DirEntry) int {
-		switch {
-		case x.Name < y.Name:
-			return -1
-		case x.Name > y.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(ents, func(x, y fsys.DirEntry) int { return strings.Compare(x.Name, y.Name) })
 	for _, e := range ents {
 		cp, err := p.Join(e.Name)
 		if err != nil {
 			continue
 		}
-		ce := api.FSEntry{Path: cp.String(), Name: e.Name, Kind: kindName(e.Kind), Ino: uint64(e.Ino)}
+		ce := api.FSEntry{Path: cp, Name: e.Name, Kind: kindName(e.Kind), Ino: uint64(e.Ino)}
 		var ca fsys.Attr
 		if at > 0 {
-			ca, err = any(f.client).(fsys.Versioned).GetattrAt(ctx, cp, at)
+			ca, err = vfs.GetattrAt(ctx, cp, at)
 		} else {
 			ca, err = f.client.Getattr(ctx, e.Ino)
 		}
@@ -237,50 +185,45 @@ func (f *fsService) ls(ctx context.Context, r *http.Request) (any, error) {
 	return out, nil
 }
 
-func (f *fsService) logOf(ctx context.Context, r *http.Request) (any, error) {
-	p, err := parsePath(r.URL.Query().Get("path"))
-	if err != nil {
+func (f *fsService) logOf(ctx context.Context, req api.FSLogRequest) ([]api.FSLogEntry, error) {
+	if err := need(req.Path); err != nil {
 		return nil, err
 	}
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > remote.MaxLog {
-			return nil, api.Errorf(api.KindInvalid, "limit %q: want 1..%d", v, remote.MaxLog)
-		}
+	limit := req.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	if limit < 1 || limit > remote.MaxLog {
+		return nil, api.Errorf(api.KindInvalid, "limit %d: want 1..%d", limit, remote.MaxLog)
 	}
 	vfs, ok := any(f.client).(fsys.Versioned)
 	if !ok {
 		return nil, api.Errorf(api.KindInvalid, "this daemon's file system does not keep versions")
 	}
-	es, err := vfs.Log(ctx, p, limit)
+	es, err := vfs.Log(ctx, req.Path, limit)
 	if err != nil {
-		return nil, fsErr(err)
+		return nil, err
 	}
 	out := make([]api.FSLogEntry, 0, len(es))
 	for _, e := range es {
-		out = append(out, api.FSLogEntry{Version: e.Version, Time: e.Time, Writer: e.Writer.String(), Op: e.Op})
+		out = append(out, api.FSLogEntry{Version: e.Version, Time: e.Time, Writer: e.Writer, Op: e.Op})
 	}
 	return out, nil
 }
 
-func (f *fsService) mkdir(ctx context.Context, r *http.Request) (any, error) {
-	var req api.FSMkdirRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
-	p, err := parsePath(req.Path)
-	if err != nil {
-		return nil, err
+func (f *fsService) mkdir(ctx context.Context, req api.FSMkdirRequest) (api.FSEntry, error) {
+	if err := need(req.Path); err != nil {
+		return api.FSEntry{}, err
 	}
 	mode := req.Mode
 	if mode == 0 {
 		mode = 0o755
 	}
-	a, err := f.mkdirAll(ctx, p, mode, req.Parents)
+	a, err := f.mkdirAll(ctx, req.Path, mode, req.Parents)
 	if err != nil {
-		return nil, err
+		return api.FSEntry{}, err
 	}
-	return entryOf(p, a), nil
+	return entryOf(req.Path, a), nil
 }
 
 // mkdirAll makes directory p (and, with parents, its missing ancestors;
@@ -301,7 +244,7 @@ func (f *fsService) mkdirAll(ctx context.Context, p paths.Path, mode uint32, par
 	}
 	dir, name, err := f.parent(ctx, p)
 	if err != nil {
-		if !parents && api.KindOf(err) == api.KindNotFound {
+		if !parents && apiError(err).Kind == api.KindNotFound {
 			return fsys.Attr{}, api.Errorf(api.KindNotFound, "%s: the parent directory does not exist (use -p to make it)", p)
 		}
 		return fsys.Attr{}, err
@@ -310,29 +253,25 @@ func (f *fsService) mkdirAll(ctx context.Context, p paths.Path, mode uint32, par
 	if errors.Is(err, fsys.ErrExist) && parents {
 		return f.client.Walk(ctx, p)
 	}
-	return a, fsErr(err)
+	return a, err
 }
 
-func (f *fsService) rm(ctx context.Context, r *http.Request) (any, error) {
-	var req api.FSRemoveRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
+func (f *fsService) rm(ctx context.Context, req api.FSRemoveRequest) (api.FSRemoveResult, error) {
+	var none api.FSRemoveResult
+	if err := need(req.Path); err != nil {
+		return none, err
 	}
-	p, err := parsePath(req.Path)
+	dir, name, err := f.parent(ctx, req.Path)
 	if err != nil {
-		return nil, err
-	}
-	dir, name, err := f.parent(ctx, p)
-	if err != nil {
-		return nil, err
+		return none, err
 	}
 	a, err := f.client.Lookup(ctx, dir.Ino, name)
 	if err != nil {
-		return nil, fsErr(err)
+		return none, err
 	}
 	n, err := f.remove(ctx, dir.Ino, name, a, req.Recursive)
 	if err != nil {
-		return nil, fsErr(err)
+		return none, err
 	}
 	return api.FSRemoveResult{Removed: n}, nil
 }
@@ -368,106 +307,74 @@ func (f *fsService) remove(ctx context.Context, dir fsys.Ino, name string, a fsy
 	return n + 1, nil
 }
 
-func (f *fsService) mv(ctx context.Context, r *http.Request) (any, error) {
-	var req api.FSMoveRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
+func (f *fsService) mv(ctx context.Context, req api.FSMoveRequest) (api.FSEntry, error) {
+	var none api.FSEntry
+	src, dst := req.Src, req.Dst
+	if err := need(src); err != nil {
+		return none, err
 	}
-	src, err := parsePath(req.Src)
-	if err != nil {
-		return nil, err
-	}
-	dst, err := parsePath(req.Dst)
-	if err != nil {
-		return nil, err
+	if err := need(dst); err != nil {
+		return none, err
 	}
 	// Into an existing directory, as mv(1) does.
 	if a, err := f.client.Walk(ctx, dst); err == nil && a.Kind == fsys.KindDir {
 		if dst, err = dst.Join(src.Base()); err != nil {
-			return nil, api.Errorf(api.KindInvalid, "%v", err)
+			return none, api.Errorf(api.KindInvalid, "%v", err)
 		}
 	}
 	sd, sn, err := f.parent(ctx, src)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	dd, dn, err := f.parent(ctx, dst)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	if err := f.client.Rename(ctx, sd.Ino, sn, dd.Ino, dn, 0); err != nil {
-		return nil, fsErr(err)
+		return none, err
 	}
 	a, err := f.client.Walk(ctx, dst)
 	if err != nil {
-		return nil, fsErr(err)
+		return none, err
 	}
 	return entryOf(dst, a), nil
 }
 
-// failStream reports err on a raw request.
-func (f *fsService) failStream(w http.ResponseWriter, err error) {
-	err = fsErr(err)
-	ae := apiError(err)
-	f.log.Debug("fs request failed", "kind", ae.Kind, "err", ae.Message)
-	writeErr(w, ae)
-}
-
 // write is POST /v1/fs/write?path=P: the body replaces the file's content.
-func (f *fsService) write(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	q := r.URL.Query()
-	p, err := parsePath(q.Get("path"))
-	if err != nil {
-		f.failStream(w, err)
-		return
-	}
-	mode := uint32(0o644)
-	if v := q.Get("mode"); v != "" {
-		m, err := strconv.ParseUint(v, 8, 32)
-		if err != nil || m > 0o7777 {
-			f.failStream(w, api.Errorf(api.KindInvalid, "mode %q: want octal permission bits such as 644", v))
-			return
-		}
-		mode = uint32(m)
-	}
-	if q.Get("parents") == "1" {
+func (f *fsService) write(ctx context.Context, req api.FSWriteRequest, body io.Reader) (api.FSEntry, error) {
+	var none api.FSEntry
+	p := req.Path
+	if req.Parents {
 		if par, ok := p.Parent(); ok {
 			if _, err := f.mkdirAll(ctx, par, 0o755, true); err != nil {
-				f.failStream(w, err)
-				return
+				return none, err
 			}
 		}
 	}
 	dir, name, err := f.parent(ctx, p)
 	if err != nil {
-		f.failStream(w, err)
-		return
+		return none, err
 	}
-	a, err := f.client.Create(ctx, dir.Ino, name, mode, false)
+	a, err := f.client.Create(ctx, dir.Ino, name, req.Mode, false)
 	if err != nil {
-		f.failStream(w, err)
-		return
+		return none, err
 	}
 	if a.Kind != fsys.KindFile {
-		f.failStream(w, fmt.Errorf("%s: %w", p, fsys.ErrIsDir))
-		return
+		return none, fmt.Errorf("%s: %w", p, fsys.ErrIsDir)
 	}
 	if a.Size != 0 {
 		zero := uint64(0)
 		if _, err := f.client.Setattr(ctx, a.Ino, fsys.SetAttr{Size: &zero}); err != nil {
-			f.failStream(w, err)
-			return
+			return none, err
 		}
 	}
 	buf := make([]byte, fsReadChunk)
 	var off int64
 	for {
-		n, rerr := io.ReadFull(r.Body, buf)
+		n, rerr := io.ReadFull(body, buf)
 		if n > 0 {
 			if _, err := f.client.WriteAt(ctx, a.Ino, buf[:n], off); err != nil {
-				f.failStream(w, err)
-				return
+				return none, err
 			}
 			off += int64(n)
 		}
@@ -475,75 +382,51 @@ func (f *fsService) write(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		if rerr != nil {
-			f.failStream(w, api.Errorf(api.KindInvalid, "reading the upload: %v", rerr))
-			return
+			return none, api.Errorf(api.KindInvalid, "reading the upload: %v", rerr)
 		}
 	}
 	if err := f.client.Fsync(ctx, a.Ino); err != nil {
-		f.failStream(w, err)
-		return
+		return none, err
 	}
 	if a, err = f.client.Getattr(ctx, a.Ino); err != nil {
-		f.failStream(w, err)
-		return
+		return none, err
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(entryOf(p, a))
+	return entryOf(p, a), nil
 }
 
 // read is POST /v1/fs/read: the answer is the file's bytes.
-func (f *fsService) read(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	ctx := r.Context()
-	var req api.FSReadRequest
-	if err := decode(r, &req); err != nil {
-		f.failStream(w, err)
-		return
-	}
-	p, err := parsePath(req.Path)
-	if err != nil {
-		f.failStream(w, err)
-		return
+func (f *fsService) read(ctx context.Context, req api.FSReadRequest, out *serve.RawWriter) error {
+	p := req.Path
+	if err := need(p); err != nil {
+		return err
 	}
 	a, err := f.client.Walk(ctx, p)
 	if err != nil {
-		f.failStream(w, err)
-		return
+		return err
 	}
 	if a.Kind == fsys.KindDir {
-		f.failStream(w, fmt.Errorf("%s: %w (use -r to get a tree)", p, fsys.ErrIsDir))
-		return
+		return fmt.Errorf("%s: %w (use -r to get a tree)", p, fsys.ErrIsDir)
 	}
 	buf := make([]byte, fsReadChunk)
 	n, err := f.client.ReadAt(ctx, a.Ino, buf, 0)
 	if err != nil {
-		f.failStream(w, err)
-		return
+		return err
 	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Trailer", api.TrailerError)
-	w.Header().Set("Bt-Size", strconv.FormatUint(a.Size, 10))
+	out.Header().Set("Bt-Size", strconv.FormatUint(a.Size, 10))
 	off := int64(0)
 	for {
-		if _, werr := w.Write(buf[:n]); werr != nil {
-			return
+		if _, werr := out.Write(buf[:n]); werr != nil {
+			return nil // the client went away
 		}
 		off += int64(n)
 		if n < len(buf) {
-			return
+			return nil
 		}
 		if n, err = f.client.ReadAt(ctx, a.Ino, buf, off); err != nil {
-			e := fsErr(err)
-			var ae *api.Error
-			if !errors.As(e, &ae) {
-				ae = api.Errorf(api.KindInternal, "%v", e)
-			}
-			b, _ := json.Marshal(ae)
-			w.Header().Set(api.TrailerError, string(b))
-			return
+			return err
 		}
 		if n == 0 {
-			return
+			return nil
 		}
 	}
 }
@@ -570,82 +453,74 @@ func (f *fsService) principalOf(ctx context.Context, s string) (paths.ID, error)
 	}
 	pid, err := f.node.Connect(ctx, p)
 	if err != nil {
-		return "", p2pErr(err)
+		return "", err
 	}
 	_, node, err := f.node.VerifiedPeer(ctx, pid)
 	if err != nil {
-		return "", p2pErr(err)
+		return "", err
 	}
 	return node, nil
 }
 
-func (f *fsService) grant(ctx context.Context, r *http.Request) (any, error) {
-	var req api.FSGrantRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
-	p, err := parsePath(req.Path)
-	if err != nil {
-		return nil, err
+func (f *fsService) grant(ctx context.Context, req api.FSGrantRequest) (api.FSGrantResult, error) {
+	var none api.FSGrantResult
+	p := req.Path
+	if err := need(p); err != nil {
+		return none, err
 	}
 	right, err := parseRight(req.Right)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	who, err := f.principalOf(ctx, req.Principal)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	issued, err := f.client.Grant(ctx, p, who, right, req.Expires)
 	if err != nil {
-		return nil, fsErr(err)
+		return none, err
 	}
-	res := api.FSGrantResult{Path: p.String(), Principal: string(who), Right: req.Right}
+	res := api.FSGrantResult{Path: p, Principal: who, Right: req.Right}
 	if issued != nil {
 		res.Writecap = base64.RawURLEncoding.EncodeToString(issued.Marshal())
 	}
 	return res, nil
 }
 
-func (f *fsService) revoke(ctx context.Context, r *http.Request) (any, error) {
-	var req api.FSRevokeRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
-	p, err := parsePath(req.Path)
-	if err != nil {
-		return nil, err
+func (f *fsService) revoke(ctx context.Context, req api.FSRevokeRequest) (api.FSGrantResult, error) {
+	var none api.FSGrantResult
+	p := req.Path
+	if err := need(p); err != nil {
+		return none, err
 	}
 	right, err := parseRight(req.Right)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	who, err := f.principalOf(ctx, req.Principal)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	if err := f.client.Revoke(ctx, p, who, right); err != nil {
-		return nil, fsErr(err)
+		return none, err
 	}
-	return api.FSGrantResult{Path: p.String(), Principal: string(who), Right: req.Right}, nil
+	return api.FSGrantResult{Path: p, Principal: who, Right: req.Right}, nil
 }
 
-func (f *fsService) hostPath(ctx context.Context, r *http.Request) (any, error) {
-	var req api.FSHostRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
-	p, err := parsePath(req.Path)
-	if err != nil {
-		return nil, err
+func (f *fsService) hostPath(ctx context.Context, req api.FSHostRequest) (api.FSVolume, error) {
+	var none api.FSVolume
+	p := req.Path
+	if err := need(p); err != nil {
+		return none, err
 	}
 	e := hostedEntry{Path: p}
 	if req.Writecap != "" {
+		var err error
 		if e.Writecap, err = base64.RawURLEncoding.DecodeString(req.Writecap); err != nil {
-			return nil, api.Errorf(api.KindInvalid, "writecap: %v", err)
+			return none, api.Errorf(api.KindInvalid, "writecap: %v", err)
 		}
 		if _, err := caps.Decode(e.Writecap); err != nil {
-			return nil, api.Errorf(api.KindInvalid, "writecap: %v", err)
+			return none, api.Errorf(api.KindInvalid, "writecap: %v", err)
 		}
 	}
 	w := f.nodeW
@@ -653,30 +528,30 @@ func (f *fsService) hostPath(ctx context.Context, r *http.Request) (any, error) 
 		w, _ = caps.Decode(e.Writecap)
 	}
 	if err := f.verify.VerifyHolder(w, f.r.Config.NodeID, p); err != nil {
-		return nil, api.Errorf(api.KindDenied, "this node may not host %s: %v (its writecap covers %s; on the node holding the root key, `bt host %s` issues one)", p, err, f.nodeW.Prefix(), p)
+		return none, api.Errorf(api.KindDenied, "this node may not host %s: %v (its writecap covers %s; on the node holding the root key, `bt host %s` issues one)", p, err, f.nodeW.Prefix(), p)
 	}
 	l, err := f.loadHosted()
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	h, err := f.hostVolume(ctx, e)
 	if err != nil {
-		return nil, fsErr(err)
+		return none, err
 	}
 	if !slices.ContainsFunc(l.Volumes, func(x hostedEntry) bool { return x.Path == p }) {
 		l.Volumes = append(l.Volumes, e)
 		if err := f.saveHosted(l); err != nil {
-			return nil, err
+			return none, err
 		}
 	}
 	vi, err := h.Info(ctx)
 	if err != nil {
-		return nil, fsErr(err)
+		return none, err
 	}
-	return api.FSVolume{Path: p.String(), Dir: f.volumeDir(p), Root: uint64(vi.Root), Version: vi.Version}, nil
+	return api.FSVolume{Path: p, Dir: f.volumeDir(p), Root: uint64(vi.Root), Version: vi.Version}, nil
 }
 
-func (f *fsService) hosted(ctx context.Context, r *http.Request) (any, error) {
+func (f *fsService) hosted(ctx context.Context, _ api.None) ([]api.FSVolume, error) {
 	out := []api.FSVolume{}
 	hs := f.Hosts()
 	for p, h := range hs {
@@ -684,64 +559,50 @@ func (f *fsService) hosted(ctx context.Context, r *http.Request) (any, error) {
 		if err != nil {
 			continue
 		}
-		out = append(out, api.FSVolume{Path: p.String(), Dir: f.volumeDir(p), Root: uint64(vi.Root), Version: vi.Version})
+		out = append(out, api.FSVolume{Path: p, Dir: f.volumeDir(p), Root: uint64(vi.Root), Version: vi.Version})
 	}
-	slices.SortFunc(out, func(a, b api.FSVolume) int {
-		if a.Path < b.Path {
-			return -1
-		}
-		if a.Path > b.Path {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b api.FSVolume) int { return strings.Compare(a.Path.String(), b.Path.String()) })
 	return out, nil
 }
 
-func (f *fsService) mount(ctx context.Context, r *http.Request) (any, error) {
-	var req api.FSMountRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
+func (f *fsService) mount(ctx context.Context, req api.FSMountRequest) (api.FSMount, error) {
+	var none api.FSMount
 	if !filepath.IsAbs(req.Dir) {
-		return nil, api.Errorf(api.KindInvalid, "mount point %q: want an absolute directory", req.Dir)
+		return none, api.Errorf(api.KindInvalid, "mount point %q: want an absolute directory", req.Dir)
 	}
 	dir := filepath.Clean(req.Dir)
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return nil, api.Errorf(api.KindInvalid, "mount point %s: not a directory (create it first)", dir)
+		return none, api.Errorf(api.KindInvalid, "mount point %s: not a directory (create it first)", dir)
 	}
 	if err := f.Mount(dir); errors.Is(err, fssvc.ErrMounted) {
-		return nil, api.Errorf(api.KindExists, "%s is mounted already: `bt unmount %s` first", dir, dir)
+		return none, api.Errorf(api.KindExists, "%s is mounted already: `bt unmount %s` first", dir, dir)
 	} else if err != nil {
-		return nil, api.Errorf(api.KindUnavailable, "%v (is /dev/fuse present and fusermount3 installed?)", err)
+		return none, api.Errorf(api.KindUnavailable, "%v (is /dev/fuse present and fusermount3 installed?)", err)
 	}
-	return api.FSMount{Dir: dir, Root: string(f.r.Config.Root)}, nil
+	return api.FSMount{Dir: dir, Root: f.r.Config.Root}, nil
 }
 
-func (f *fsService) unmount(ctx context.Context, r *http.Request) (any, error) {
-	var req api.FSMountRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
+func (f *fsService) unmount(ctx context.Context, req api.FSMountRequest) (api.FSMount, error) {
+	var none api.FSMount
 	dir := filepath.Clean(req.Dir)
 	err := f.Unmount(dir)
 	if errors.Is(err, fssvc.ErrNotMounted) {
 		// Perhaps left by a daemon that died.
 		if err := fuse.Unmount(dir); err != nil {
-			return nil, api.Errorf(api.KindNotFound, "%s is not mounted by this daemon: %v", dir, err)
+			return none, api.Errorf(api.KindNotFound, "%s is not mounted by this daemon: %v", dir, err)
 		}
-		return api.FSMount{Dir: dir, Root: string(f.r.Config.Root)}, nil
+		return api.FSMount{Dir: dir, Root: f.r.Config.Root}, nil
 	}
 	if err != nil {
-		return nil, api.Errorf(api.KindUnavailable, "unmount %s: %v (is a process using it?)", dir, err)
+		return none, api.Errorf(api.KindUnavailable, "unmount %s: %v (is a process using it?)", dir, err)
 	}
-	return api.FSMount{Dir: dir, Root: string(f.r.Config.Root)}, nil
+	return api.FSMount{Dir: dir, Root: f.r.Config.Root}, nil
 }
 
-func (f *fsService) mountList(ctx context.Context, r *http.Request) (any, error) {
+func (f *fsService) mountList(ctx context.Context, _ api.None) ([]api.FSMount, error) {
 	out := []api.FSMount{}
 	for _, d := range f.Mounts() {
-		out = append(out, api.FSMount{Dir: d, Root: string(f.r.Config.Root)})
+		out = append(out, api.FSMount{Dir: d, Root: f.r.Config.Root})
 	}
 	return out, nil
 }

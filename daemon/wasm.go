@@ -7,7 +7,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 
 	"blocktree.dev/bt/actors"
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/api/serve"
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/fsys"
 	"blocktree.dev/bt/msg"
@@ -106,7 +106,7 @@ func (w *wasmService) Close() error {
 
 // instanceInto fills e from the runtime's view of the instance.
 func instanceInto(e *api.WasmInstance, in wasm.InstanceInfo) {
-	e.Path, e.Module, e.State, e.Restarts = in.Path.String(), in.Module.String(), in.State, in.Restarts
+	e.Path, e.Module, e.State, e.Restarts = in.Path, in.Module, in.State, in.Restarts
 	if in.LastError != "" {
 		e.Reason = in.LastError
 	}
@@ -123,11 +123,11 @@ func (w *wasmService) rescan() { w.ctl.Rescan() }
 
 // routes serves /v1/wasm/ and hands everything else to next.
 func (w *wasmService) routes(s *server, next http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/wasm/run", s.handle(w.run))
-	mux.HandleFunc("GET /v1/wasm/ps", s.handle(w.ps))
-	mux.HandleFunc("POST /v1/wasm/stop", s.handle(w.stop))
-	mux.HandleFunc("POST /v1/wasm/logs", w.logs)
+	mux := serve.New(s.log, apiError)
+	serve.Unary(mux, api.RouteWasmRun, maxBody, w.run)
+	serve.Unary(mux, api.RouteWasmPs, maxBody, w.ps)
+	serve.Unary(mux, api.RouteWasmStop, maxBody, w.stop)
+	serve.Stream(mux, api.RouteWasmLogs, w.logs, nil)
 	mux.Handle("/", next)
 	return mux
 }
@@ -141,23 +141,21 @@ func restartPolicy(s string) (wasm.RestartPolicy, error) {
 	return wasm.RestartPolicy{}, api.Errorf(api.KindInvalid, "restart %q: want always, on-failure or never", s)
 }
 
-func parsePaths(what string, ss []string) ([]paths.Path, error) {
-	var out []paths.Path
-	for _, s := range ss {
-		p, err := paths.Parse(s)
-		if err != nil {
-			return nil, api.Errorf(api.KindInvalid, "%s %q: %v", what, s, err)
+// checkPaths checks that none of the paths of a request is missing.
+func checkPaths(what string, ps []paths.Path) error {
+	for _, p := range ps {
+		if p.IsZero() {
+			return api.Errorf(api.KindInvalid, "%s: an empty path", what)
 		}
-		out = append(out, p)
 	}
-	return out, nil
+	return nil
 }
 
 // manifestOf builds the manifest a WasmRunRequest asks for.
 func (w *wasmService) manifestOf(req api.WasmRunRequest) (wasm.Manifest, error) {
 	var m wasm.Manifest
-	mod, err := parsePath(req.Module)
-	if err != nil {
+	mod := req.Module
+	if err := need(mod); err != nil {
 		return m, err
 	}
 	name := req.Name
@@ -167,9 +165,14 @@ func (w *wasmService) manifestOf(req api.WasmRunRequest) (wasm.Manifest, error) 
 	if err := paths.ValidComponent(name); err != nil || strings.HasPrefix(name, ".") {
 		return m, api.Errorf(api.KindInvalid, "name %q: want a path component not starting with a dot (%v)", name, err)
 	}
-	m = wasm.Manifest{Name: name, Module: mod, Env: req.Env, MemoryLimit: req.Memory}
-	if m.Nodes, err = parsePaths("node", req.Nodes); err != nil {
-		return m, err
+	m = wasm.Manifest{Name: name, Module: mod, Env: req.Env, MemoryLimit: req.Memory, Nodes: req.Nodes}
+	for _, c := range []struct {
+		what string
+		ps   []paths.Path
+	}{{"node", req.Nodes}, {"read", req.Read}, {"write", req.Write}, {"message", req.Message}, {"publish", req.Publish}} {
+		if err := checkPaths(c.what, c.ps); err != nil {
+			return m, err
+		}
 	}
 	if len(m.Nodes) == 0 {
 		m.Nodes = []paths.Path{w.node}
@@ -179,6 +182,7 @@ func (w *wasmService) manifestOf(req api.WasmRunRequest) (wasm.Manifest, error) 
 			return m, api.Errorf(api.KindInvalid, "node %s: want a node path /<root>/<name>", n)
 		}
 	}
+	var err error
 	if req.Deadline != "" {
 		if m.Deadline, err = time.ParseDuration(req.Deadline); err != nil || m.Deadline <= 0 {
 			return m, api.Errorf(api.KindInvalid, "deadline %q: want a positive duration such as 5s", req.Deadline)
@@ -187,19 +191,7 @@ func (w *wasmService) manifestOf(req api.WasmRunRequest) (wasm.Manifest, error) 
 	if m.Restart, err = restartPolicy(req.Restart); err != nil {
 		return m, err
 	}
-	r := &m.Rights
-	if r.Read, err = parsePaths("read", req.Read); err != nil {
-		return m, err
-	}
-	if r.Write, err = parsePaths("write", req.Write); err != nil {
-		return m, err
-	}
-	if r.Message, err = parsePaths("message", req.Message); err != nil {
-		return m, err
-	}
-	if r.Publish, err = parsePaths("publish", req.Publish); err != nil {
-		return m, err
-	}
+	m.Rights.Read, m.Rights.Write, m.Rights.Message, m.Rights.Publish = req.Read, req.Write, req.Message, req.Publish
 	return m, nil
 }
 
@@ -246,24 +238,21 @@ func (w *wasmService) sign(ctx context.Context, m wasm.Manifest) (sm *wasm.Signe
 	return first, firstErr, nil
 }
 
-func (w *wasmService) run(ctx context.Context, r *http.Request) (any, error) {
-	var req api.WasmRunRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
+func (w *wasmService) run(ctx context.Context, req api.WasmRunRequest) (api.WasmRunResult, error) {
+	var none api.WasmRunResult
 	m, err := w.manifestOf(req)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	sm, refused, err := w.sign(ctx, m)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	data, err := sm.Marshal()
 	if err != nil {
-		return nil, fmt.Errorf("encoding the manifest: %w", err)
+		return none, fmt.Errorf("encoding the manifest: %w", err)
 	}
-	res := api.WasmRunResult{Name: m.Name, Signer: string(sm.Signer)}
+	res := api.WasmRunResult{Name: m.Name, Signer: sm.Signer}
 	if req.Print {
 		res.Manifest = data
 		if refused != nil {
@@ -272,24 +261,24 @@ func (w *wasmService) run(ctx context.Context, r *http.Request) (any, error) {
 		return res, nil
 	}
 	if refused != nil {
-		return nil, api.Errorf(api.KindDenied, "this node cannot sign a manifest with these rights: %v (its writecap covers %s)", refused, w.fs.nodeW.Prefix())
+		return none, api.Errorf(api.KindDenied, "this node cannot sign a manifest with these rights: %v (its writecap covers %s)", refused, w.fs.nodeW.Prefix())
 	}
 	if a, err := w.fs.client.Walk(ctx, m.Module); err != nil {
-		return nil, fsErr(fmt.Errorf("module %s: %w", m.Module, err))
+		return none, fmt.Errorf("module %s: %w", m.Module, err)
 	} else if a.Kind != fsys.KindFile {
-		return nil, api.Errorf(api.KindInvalid, "module %s is not a file", m.Module)
+		return none, api.Errorf(api.KindInvalid, "module %s is not a file", m.Module)
 	}
 	local := false
 	for _, n := range m.Nodes {
 		dir, _ := n.Join(DeployDir)
 		file, _ := dir.Join(m.Name + ManifestExt)
 		if _, err := w.fs.mkdirAll(ctx, dir, 0o755, true); err != nil {
-			return nil, fsErr(err)
+			return none, err
 		}
 		if err := wasm.FSFiles(w.fs.client).WriteFile(ctx, file, data); err != nil {
-			return nil, fsErr(fmt.Errorf("writing the manifest %s: %w", file, err))
+			return none, fmt.Errorf("writing the manifest %s: %w", file, err)
 		}
-		res.Manifests = append(res.Manifests, file.String())
+		res.Manifests = append(res.Manifests, file)
 		local = local || n == w.node
 	}
 	if local {
@@ -298,7 +287,7 @@ func (w *wasmService) run(ctx context.Context, r *http.Request) (any, error) {
 	return res, nil
 }
 
-func (w *wasmService) ps(ctx context.Context, r *http.Request) (any, error) {
+func (w *wasmService) ps(ctx context.Context, _ api.None) ([]api.WasmInstance, error) {
 	infos := map[string]wasm.InstanceInfo{}
 	for _, in := range w.rt.Instances() {
 		infos[in.Name] = in
@@ -307,9 +296,9 @@ func (w *wasmService) ps(ctx context.Context, r *http.Request) (any, error) {
 	seen := map[string]bool{}
 	for _, d := range w.ctl.Deployments() {
 		file, _ := w.deploy.Join(d.File)
-		e := api.WasmInstance{Name: d.Name, File: file.String(), State: d.State, Reason: d.Reason, Since: d.Since}
+		e := api.WasmInstance{Name: d.Name, File: file, State: d.State, Reason: d.Reason, Since: d.Since}
 		if d.Manifest != nil {
-			e.Module, e.Signer = d.Manifest.Module.String(), string(d.Manifest.Signer)
+			e.Module, e.Signer = d.Manifest.Module, d.Manifest.Signer
 		}
 		if in, ok := infos[d.Name]; ok && d.Started {
 			instanceInto(&e, in)
@@ -324,41 +313,37 @@ func (w *wasmService) ps(ctx context.Context, r *http.Request) (any, error) {
 			out = append(out, e)
 		}
 	}
-	slices.SortFunc(out, func(a, b api.WasmInstance) int { return strings.Compare(a.Name+"\x00"+a.File, b.Name+"\x00"+b.File) })
+	slices.SortFunc(out, func(a, b api.WasmInstance) int {
+		return strings.Compare(a.Name+"\x00"+a.File.String(), b.Name+"\x00"+b.File.String())
+	})
 	return out, nil
 }
 
-func (w *wasmService) stop(ctx context.Context, r *http.Request) (any, error) {
-	var req api.WasmStopRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
+func (w *wasmService) stop(ctx context.Context, req api.WasmStopRequest) (api.WasmStopResult, error) {
+	var none api.WasmStopResult
 	if req.Name == "" {
-		return nil, api.Errorf(api.KindInvalid, "stop: want a name (`bt ps` lists them)")
+		return none, api.Errorf(api.KindInvalid, "stop: want a name (`bt ps` lists them)")
 	}
 	node := w.node
-	if req.Node != "" {
-		var err error
-		if node, err = parsePath(req.Node); err != nil {
-			return nil, err
-		}
+	if !req.Node.IsZero() {
+		node = req.Node
 	}
 	dir, err := node.Join(DeployDir)
 	if err != nil {
-		return nil, api.Errorf(api.KindInvalid, "%v", err)
+		return none, api.Errorf(api.KindInvalid, "%v", err)
 	}
 	file, err := w.manifestFile(ctx, dir, req.Name)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	d, err := w.fs.client.Walk(ctx, dir)
 	if err != nil {
-		return nil, fsErr(err)
+		return none, err
 	}
 	if err := w.fs.client.Unlink(ctx, d.Ino, file.Base()); err != nil {
-		return nil, fsErr(err)
+		return none, err
 	}
-	res := api.WasmStopResult{Name: req.Name, Removed: file.String()}
+	res := api.WasmStopResult{Name: req.Name, Removed: file}
 	if node == w.node {
 		w.rescan()
 		res.Stopped = true
@@ -392,11 +377,11 @@ func (w *wasmService) manifestFile(ctx context.Context, dir paths.Path, name str
 	c := w.fs.client
 	da, err := c.Walk(ctx, dir)
 	if err != nil {
-		return paths.Path{}, fsErr(err)
+		return paths.Path{}, err
 	}
 	ents, err := c.Readdir(ctx, da.Ino)
 	if err != nil {
-		return paths.Path{}, fsErr(err)
+		return paths.Path{}, err
 	}
 	for _, e := range ents {
 		if e.Kind != fsys.KindFile || strings.HasPrefix(e.Name, ".") {
@@ -419,16 +404,9 @@ func (w *wasmService) manifestFile(ctx context.Context, dir paths.Path, name str
 }
 
 // logs is POST /v1/wasm/logs: a stream of WasmLogLine.
-func (w *wasmService) logs(rw http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(rw, r.Body, maxBody)
-	var req api.WasmLogsRequest
-	if err := decode(r, &req); err != nil {
-		w.fs.failStream(rw, err)
-		return
-	}
+func (w *wasmService) logs(ctx context.Context, req api.WasmLogsRequest, out *serve.Events[api.WasmLogLine]) error {
 	if !w.known(req.Name) {
-		w.fs.failStream(rw, api.Errorf(api.KindNotFound, "no module named %q on this node (`bt ps` lists them)", req.Name))
-		return
+		return api.Errorf(api.KindNotFound, "no module named %q on this node (`bt ps` lists them)", req.Name)
 	}
 	lines, next, cancel := w.rt.Logs(req.Name, req.Follow)
 	defer func() {
@@ -436,34 +414,30 @@ func (w *wasmService) logs(rw http.ResponseWriter, r *http.Request) {
 			cancel()
 		}
 	}()
-	rw.Header().Set("Content-Type", "application/x-ndjson")
-	fl, _ := rw.(http.Flusher)
-	enc := newLineWriter(rw, fl)
 	for _, l := range lines {
-		if enc.write(api.WasmLogLine{Event: "line", Line: l}) != nil {
-			return
+		if out.Send(api.WasmLogLine{Event: "line", Line: l}) != nil {
+			return nil
 		}
 	}
 	if !req.Follow || next == nil {
-		_ = enc.write(api.WasmLogLine{Event: "end"})
-		return
+		_ = out.Send(api.WasmLogLine{Event: "end"})
+		return nil
 	}
-	enc.flush()
+	out.Start()
 	for {
 		select {
-		case <-r.Context().Done():
-			return
+		case <-ctx.Done():
+			return nil
 		case <-w.ctx.Done():
-			return
+			return nil
 		case l, ok := <-next:
 			if !ok {
-				_ = enc.write(api.WasmLogLine{Event: "end"})
-				return
+				_ = out.Send(api.WasmLogLine{Event: "end"})
+				return nil
 			}
-			if enc.write(api.WasmLogLine{Event: "line", Line: l}) != nil {
-				return
+			if out.Send(api.WasmLogLine{Event: "line", Line: l}) != nil {
+				return nil
 			}
-			enc.flush()
 		}
 	}
 }
@@ -481,23 +455,4 @@ func (w *wasmService) known(name string) bool {
 		}
 	}
 	return false
-}
-
-// lineWriter writes JSON lines to a streamed answer.
-type lineWriter struct {
-	w  http.ResponseWriter
-	f  http.Flusher
-	en *json.Encoder
-}
-
-func newLineWriter(w http.ResponseWriter, f http.Flusher) *lineWriter {
-	return &lineWriter{w: w, f: f, en: json.NewEncoder(w)}
-}
-
-func (l *lineWriter) write(v any) error { return l.en.Encode(v) }
-
-func (l *lineWriter) flush() {
-	if l.f != nil {
-		l.f.Flush()
-	}
 }

@@ -143,14 +143,14 @@ func TestInviteErrors(t *testing.T) {
 	inviter := c.nodes[0]
 
 	// A name in use, by the inviter itself or by a running node.
-	inviter.fails(exitError, "this node's own path", "invite", "n0")
+	inviter.fails(exitCapable, "this node's own path", "invite", "n0")
 	eventually(t, 20*time.Second, "n1's record is visible to n0", func() error {
 		if r := inviter.run("resolve", c.path(1)); r.code != 0 {
 			return fmt.Errorf("%s", r)
 		}
 		return nil
 	})
-	inviter.fails(exitError, "in use", "invite", "n1")
+	inviter.fails(exitCapable, "in use", "invite", "n1")
 	inviter.fails(exitUsage, "not a valid node name", "invite", "a/b")
 
 	// A used token.
@@ -158,7 +158,7 @@ func TestInviteErrors(t *testing.T) {
 	newNode(t).ok("join", tok, "--tpm", "none")
 	newNode(t).fails(exitCapable, "already used", "join", tok, "--tpm", "none")
 	// The same name cannot be invited twice.
-	inviter.fails(exitError, "in use", "invite", "n2")
+	inviter.fails(exitCapable, "in use", "invite", "n2")
 
 	// A wrong secret in an otherwise good token.
 	good := c.invite("n3")

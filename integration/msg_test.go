@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/paths"
 )
 
 // bgProc is a long-running CLI command (bt listen, bt sub) whose stdout
@@ -122,10 +123,10 @@ func TestSendAndCall(t *testing.T) {
 		}
 		got = append(got, ev)
 	}
-	if got[0].From != c.path(0) || string(got[0].Payload) != "hello" || !got[0].Call {
+	if got[0].From.String() != c.path(0) || string(got[0].Payload) != "hello" || !got[0].Call {
 		t.Errorf("first message %+v: want the call from %s", got[0], c.path(0))
 	}
-	if got[1].From != c.path(0) || string(got[1].Payload) != "fire and forget" || got[1].Call {
+	if got[1].From.String() != c.path(0) || string(got[1].Payload) != "fire and forget" || got[1].Call {
 		t.Errorf("second message %+v", got[1])
 	}
 	// A payload from stdin.
@@ -179,7 +180,8 @@ func TestThousandCalls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	eventually(t, 20*time.Second, "first call", func() error {
-		return client.Do(ctx, "POST", "/v1/send", nil, api.SendRequest{Path: inbox, Payload: []byte("x"), Call: true}, nil)
+		_, err := client.Send(ctx, api.SendRequest{Path: paths.MustParse(inbox), Payload: []byte("x"), Call: true})
+		return err
 	})
 	const n = 1000
 	var wg sync.WaitGroup
@@ -191,8 +193,8 @@ func TestThousandCalls(t *testing.T) {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			want := fmt.Appendf(nil, "call %d", i)
-			var res api.CallResult
-			if err := client.Do(ctx, "POST", "/v1/send", nil, api.SendRequest{Path: inbox, Payload: want, Call: true, Timeout: "60s"}, &res); err != nil {
+			res, err := client.Send(ctx, api.SendRequest{Path: paths.MustParse(inbox), Payload: want, Call: true, Timeout: "60s"})
+			if err != nil {
 				errs <- err
 				return
 			}
@@ -275,7 +277,7 @@ func TestPubSub(t *testing.T) {
 			if err := json.Unmarshal([]byte(s), &ev); err != nil {
 				t.Fatalf("sub printed %q: %v", s, err)
 			}
-			if ev.From != c.path(0) || ev.Seq == 0 {
+			if ev.From.String() != c.path(0) || ev.Seq == 0 {
 				t.Errorf("%s: message %+v: want publisher %s and a sequence number", name, ev, c.path(0))
 			}
 			m[string(ev.Payload)]++

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/paths"
 )
 
 // Wasm modules run by the daemons (docs/wasm.md, "Orchestration"): the
@@ -103,9 +103,8 @@ func callUntilOn(t *testing.T, n, host *node, hd *daemon, path, want string, any
 	defer cancel()
 	var last error
 	for ctx.Err() == nil {
-		var res api.CallResult
 		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
-		err := c.Do(cctx, http.MethodPost, "/v1/send", nil, api.SendRequest{Path: path, Payload: []byte(want), Call: true, Timeout: "4s"}, &res)
+		res, err := c.Send(cctx, api.SendRequest{Path: paths.MustParse(path), Payload: []byte(want), Call: true, Timeout: "4s"})
 		ccancel()
 		if err == nil && (any || string(res.Payload) == want) {
 			return time.Since(start)
@@ -158,14 +157,14 @@ func TestWasm(t *testing.T) {
 			written := time.Since(start)
 			var res api.WasmRunResult
 			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || len(res.Manifests) != 1 ||
-				res.Manifests[0] != c.path(1)+"/deploy/"+name+".manifest" {
+				res.Manifests[0].String() != c.path(1)+"/deploy/"+name+".manifest" {
 				t.Fatalf("run --json: %v\n%s", err, r)
 			}
 			path := c.path(1) + "/" + name
 			times[i] = callUntilOn(t, n0, n1, d1, path, "hello "+name, false, start, 90*time.Second)
 			t.Logf("%s start: manifest written after %v, first reply after %v", []string{"cold", "warm"}[i], written, times[i])
 			in := waitInstance(t, n1, d1, name, "running on n1", 30*time.Second, running)
-			if in.Path != path || in.Module != mods+"/echo.wasm" || in.Signer == "" {
+			if in.Path.String() != path || in.Module.String() != mods+"/echo.wasm" || in.Signer == "" {
 				t.Fatalf("bt ps on n1: %+v", in)
 			}
 			if out := n0.ok("call", path, "from the CLI").stdout; out != "from the CLI" {
@@ -267,7 +266,7 @@ func TestWasm(t *testing.T) {
 		n1.ok("put", writeFile(t, "junk", "not a manifest"), c.path(1)+"/deploy/junk.manifest")
 		eventually(t, 30*time.Second, "junk refused", func() error {
 			for _, in := range psJSON(t, n1) {
-				if strings.HasSuffix(in.File, "/junk.manifest") && in.State == "refused" && strings.Contains(in.Reason, "decode") {
+				if strings.HasSuffix(in.File.String(), "/junk.manifest") && in.State == "refused" && strings.Contains(in.Reason, "decode") {
 					return nil
 				}
 			}

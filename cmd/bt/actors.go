@@ -1,25 +1,13 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-)
 
-// actorJSON is one entry of GET /v1/actors (actors.ActorInfo).
-type actorJSON struct {
-	Path          string `json:"path"`
-	Owner         string `json:"owner,omitempty"`
-	Kind          string `json:"kind"`
-	State         string `json:"state"`
-	ProtocolState string `json:"protocol_state,omitempty"`
-	Protocol      string `json:"protocol,omitempty"`
-	MailboxDepth  int    `json:"mailbox_depth"`
-	MailboxCap    int    `json:"mailbox_cap"`
-}
+	"blocktree.dev/bt/api"
+)
 
 func actorsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -27,16 +15,19 @@ func actorsCmd(g *globals) *cobra.Command {
 		Short: "List the node's actors and services: path, owner, kind, state, mailbox depth",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var raw json.RawMessage
-			if err := g.call(cmd.Context(), http.MethodGet, "/v1/actors", nil, nil, &raw); err != nil {
+			c, err := g.client()
+			if err != nil {
 				return err
 			}
-			var list []actorJSON
-			if err := json.Unmarshal(raw, &list); err != nil {
-				return fmt.Errorf("decoding the daemon's answer: %w", err)
+			list, err := c.Actors(cmd.Context())
+			if err != nil {
+				return err
 			}
 			if g.json {
-				return printJSON(cmd, raw)
+				if list == nil {
+					list = []api.Actor{}
+				}
+				return printJSON(cmd, list)
 			}
 			if len(list) == 0 {
 				fmt.Fprintln(cmd.OutOrStdout(), "no actors")
@@ -49,7 +40,7 @@ func actorsCmd(g *globals) *cobra.Command {
 				if a.ProtocolState != "" {
 					state += " (" + a.Protocol + ": " + a.ProtocolState + ")"
 				}
-				owner := a.Owner
+				owner := a.Owner.String()
 				if owner == "" {
 					owner = "-"
 				}

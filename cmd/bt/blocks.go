@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -43,18 +40,16 @@ func blockPutCmd(g *globals) *cobra.Command {
 			"way to read the file.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := url.Values{}
-			if replicas != 0 {
-				if replicas < 1 {
-					return usageErr("block put: --replicas must be at least 1")
-				}
-				q.Set("replicas", strconv.Itoa(replicas))
+			req := api.BlockPutRequest{Replicas: replicas}
+			if replicas != 0 && replicas < 1 {
+				return usageErr("block put: --replicas must be at least 1")
 			}
 			if path != "" {
-				if _, err := paths.Parse(path); err != nil {
+				p, err := paths.Parse(path)
+				if err != nil {
 					return usageErr("block put: --path: %v", err)
 				}
-				q.Set("path", path)
+				req.Path = p
 			}
 			var (
 				in    io.Reader
@@ -79,8 +74,7 @@ func blockPutCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var res api.BlockPutResult
-			err = c.Upload(cmd.Context(), "/v1/blocks", q, in, &res)
+			res, err := c.BlockPut(cmd.Context(), req, in)
 			bar.done()
 			if err != nil {
 				return err
@@ -91,7 +85,11 @@ func blockPutCmd(g *globals) *cobra.Command {
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "root      %s\nkey       %s\nsize      %d bytes in %d blocks\n", res.Root, res.Key, res.Size, res.Blocks)
 			if len(res.Replicas) > 0 {
-				fmt.Fprintf(out, "replicas  %s\n", strings.Join(res.Replicas, ", "))
+				var rs []string
+				for _, p := range res.Replicas {
+					rs = append(rs, p.String())
+				}
+				fmt.Fprintf(out, "replicas  %s\n", strings.Join(rs, ", "))
 			}
 			return nil
 		},
@@ -119,10 +117,13 @@ func blockGetCmd(g *globals) *cobra.Command {
 			if key == "" {
 				return usageErr("block get: --key is required (the key `bt block put` printed)")
 			}
+			req := api.BlockGetRequest{Root: args[0], Key: key, Timeout: timeout.String()}
 			for _, f := range from {
-				if _, err := paths.Parse(f); err != nil {
+				p, err := paths.Parse(f)
+				if err != nil {
 					return usageErr("block get: --from: %v", err)
 				}
+				req.From = append(req.From, p)
 			}
 			if timeout <= 0 {
 				return usageErr("block get: --timeout must be positive")
@@ -131,12 +132,11 @@ func blockGetCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := api.BlockGetRequest{Root: args[0], Key: key, From: from, Timeout: timeout.String()}
 			if len(args) == 1 {
-				return c.Download(cmd.Context(), "/v1/blocks/get", req, cmd.OutOrStdout())
+				return c.BlockGet(cmd.Context(), req, cmd.OutOrStdout())
 			}
 			return writeAtomically(args[1], func(w io.Writer) error {
-				return c.Download(cmd.Context(), "/v1/blocks/get", req, w)
+				return c.BlockGet(cmd.Context(), req, w)
 			})
 		},
 	}
@@ -183,8 +183,12 @@ func repoStatCmd(g *globals) *cobra.Command {
 		Short: "Show the block store: blocks, bytes, pins, quota",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st api.RepoStat
-			if err := g.call(cmd.Context(), http.MethodGet, "/v1/repo/stat", nil, nil, &st); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.RepoStat(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if g.json {
@@ -218,7 +222,9 @@ func repoGCCmd(g *globals) *cobra.Command {
 				}
 			}
 			bar := newProgress(cmd.ErrOrStderr(), g.json, "collecting")
-			done, err := g.repoStream(cmd, "/v1/repo/gc", api.GCRequest{Grace: grace}, func(ev api.RepoEvent) {
+			done, err := g.repoStream(cmd, func(c *api.Client, each func(api.RepoEvent) error) error {
+				return c.RepoGC(cmd.Context(), api.GCRequest{Grace: grace}, each)
+			}, func(ev api.RepoEvent) {
 				bar.count(ev.Scanned, -1, fmt.Sprintf("%d deleted, %s freed", ev.Deleted, humanBytes(ev.Freed)))
 			})
 			bar.done()
@@ -248,7 +254,9 @@ func repoVerifyCmd(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			bar := newProgress(cmd.ErrOrStderr(), g.json, "verifying")
-			done, err := g.repoStream(cmd, "/v1/repo/verify", api.VerifyRequest{Repair: repair}, func(ev api.RepoEvent) {
+			done, err := g.repoStream(cmd, func(c *api.Client, each func(api.RepoEvent) error) error {
+				return c.RepoVerify(cmd.Context(), api.VerifyRequest{Repair: repair}, each)
+			}, func(ev api.RepoEvent) {
 				bar.count(ev.Checked, ev.Total, fmt.Sprintf("%s, %d corrupt", humanBytes(ev.Bytes), ev.NCorrupt))
 			})
 			bar.done()
@@ -296,18 +304,18 @@ var errStreamDone = errors.New("done")
 // repoStream runs a streamed repo operation: each progress event goes to
 // progress (and, with --json, to stdout as a line); it returns the "done"
 // event.
-func (g *globals) repoStream(cmd *cobra.Command, path string, in any, progress func(api.RepoEvent)) (api.RepoEvent, error) {
+func (g *globals) repoStream(cmd *cobra.Command, call func(*api.Client, func(api.RepoEvent) error) error, progress func(api.RepoEvent)) (api.RepoEvent, error) {
 	c, err := g.client()
 	if err != nil {
 		return api.RepoEvent{}, err
 	}
 	var last api.RepoEvent
-	err = c.Stream(cmd.Context(), path, in, func(line []byte) error {
-		var ev api.RepoEvent
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return fmt.Errorf("decoding the daemon's answer: %w", err)
-		}
+	err = call(c, func(ev api.RepoEvent) error {
 		if g.json {
+			line, err := json.Marshal(ev)
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s\n", line)
 		}
 		switch ev.Event {

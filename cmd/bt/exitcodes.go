@@ -11,55 +11,97 @@ import (
 	"blocktree.dev/bt/tpm"
 )
 
-// Exit codes. They are part of bt's interface; docs/cli.md lists them.
+// Exit codes. They are part of bt's interface; api.ExitCodes lists them
+// with their meanings, and docs/cli.md prints that table.
 const (
-	exitOK      = 0
-	exitError   = 1 // anything not listed below
-	exitUsage   = 2 // bad command line: unknown command or flag, bad argument
-	exitRepo    = 3 // no repo, a repo exists already, unknown repo version, bad config
-	exitKey     = 4 // wrong or missing passphrase, TPM unreachable or cleared, key file problems
-	exitCapable = 5 // a writecap, certificate or invite was refused
-	exitDaemon  = 6 // no daemon runs for the repo, or another one holds it
-	exitNetwork = 7 // no record or endpoint for the path, or the peer or inviter could not be reached in time
-	exitRemote  = 8 // the endpoint called answered with an error
+	exitOK      = int(api.ExitOK)
+	exitError   = int(api.ExitError)
+	exitUsage   = int(api.ExitUsage)
+	exitRepo    = int(api.ExitRepo)
+	exitKey     = int(api.ExitKey)
+	exitCapable = int(api.ExitCapable)
+	exitDaemon  = int(api.ExitDaemon)
+	exitNetwork = int(api.ExitNetwork)
+	exitRemote  = int(api.ExitRemote)
 )
 
+// localExits gives the errors of the commands that work on the repo, the
+// keys and the invitation protocol themselves (not through the daemon)
+// their exit codes. The daemon's errors get theirs from api.Kinds.
+var localExits = []struct {
+	err  error
+	code int
+}{
+	{api.ErrNoDaemon, exitDaemon},
+	{repo.ErrLocked, exitDaemon},
+	{invite.ErrNoInviter, exitNetwork},
+	{invite.ErrUnknown, exitCapable},
+	{invite.ErrExpired, exitCapable},
+	{invite.ErrUsed, exitCapable},
+	{invite.ErrNameInUse, exitCapable},
+	{repo.ErrNoRepo, exitRepo},
+	{repo.ErrExists, exitRepo},
+	{repo.ErrUnknownVersion, exitRepo},
+	{repo.ErrBadConfig, exitRepo},
+	{tpm.ErrWrongPassphrase, exitKey},
+	{tpm.ErrNeedPassphrase, exitKey},
+	{tpm.ErrUnavailable, exitKey},
+	{tpm.ErrKeyLost, exitKey},
+	{tpm.ErrUnknownVersion, exitKey},
+	{tpm.ErrMalformed, exitKey},
+	{tpm.ErrNotExportable, exitKey},
+	{repo.ErrNoRootKey, exitKey},
+	{repo.ErrWrongRoot, exitKey},
+	{errNoPassphrase, exitKey},
+	{caps.ErrBadSignature, exitCapable},
+	{caps.ErrExpired, exitCapable},
+	{caps.ErrNotYetValid, exitCapable},
+	{caps.ErrNotChained, exitCapable},
+	{caps.ErrPathNotCovered, exitCapable},
+	{caps.ErrRootMismatch, exitCapable},
+	{caps.ErrChainTooLong, exitCapable},
+	{caps.ErrUnknownVersion, exitCapable},
+	{caps.ErrMalformed, exitCapable},
+	{caps.ErrWrongHolder, exitCapable},
+}
+
+// exitCode is the exit code of a command that failed with err: a usage
+// error's, an API error's kind's (api.Kinds; FileExit for a file-system
+// command's, see fsErr), else the first local sentinel's, else exitError.
 func exitCode(err error) int {
-	switch api.KindOf(err) {
-	case api.KindInvalid:
+	var u *usageError
+	if errors.As(err, &u) {
 		return exitUsage
-	case api.KindDenied:
-		return exitCapable
-	case api.KindRemote:
-		return exitRemote
-	case api.KindNotFound, api.KindUnreachable:
-		return exitNetwork
 	}
-	switch {
-	case errors.Is(err, api.ErrNoDaemon), errors.Is(err, repo.ErrLocked):
-		return exitDaemon
-	case errors.Is(err, invite.ErrNoInviter):
-		return exitNetwork
-	case errors.Is(err, invite.ErrUnknown), errors.Is(err, invite.ErrExpired),
-		errors.Is(err, invite.ErrUsed), errors.Is(err, invite.ErrNameInUse):
-		return exitCapable
-	case errors.Is(err, repo.ErrNoRepo), errors.Is(err, repo.ErrExists),
-		errors.Is(err, repo.ErrUnknownVersion), errors.Is(err, repo.ErrBadConfig):
-		return exitRepo
-	case errors.Is(err, tpm.ErrWrongPassphrase), errors.Is(err, tpm.ErrNeedPassphrase),
-		errors.Is(err, tpm.ErrUnavailable), errors.Is(err, tpm.ErrKeyLost),
-		errors.Is(err, tpm.ErrUnknownVersion), errors.Is(err, tpm.ErrMalformed),
-		errors.Is(err, tpm.ErrNotExportable), errors.Is(err, repo.ErrNoRootKey),
-		errors.Is(err, repo.ErrWrongRoot), errors.Is(err, errNoPassphrase):
-		return exitKey
-	case errors.Is(err, caps.ErrBadSignature), errors.Is(err, caps.ErrExpired),
-		errors.Is(err, caps.ErrNotYetValid), errors.Is(err, caps.ErrNotChained),
-		errors.Is(err, caps.ErrPathNotCovered), errors.Is(err, caps.ErrRootMismatch),
-		errors.Is(err, caps.ErrChainTooLong), errors.Is(err, caps.ErrUnknownVersion),
-		errors.Is(err, caps.ErrMalformed), errors.Is(err, caps.ErrWrongHolder):
-		return exitCapable
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		var fe *fileError
+		if errors.As(err, &fe) {
+			return int(ae.Kind.FileExit())
+		}
+		return int(ae.Kind.Exit())
+	}
+	for _, l := range localExits {
+		if errors.Is(err, l.err) {
+			return l.code
+		}
 	}
 	return exitError
+}
+
+// fileError is the error of a file-system command (docs/cli.md, "Files"),
+// whose API errors exit by their kind's FileExit.
+type fileError struct{ err error }
+
+func (e *fileError) Error() string { return e.err.Error() }
+func (e *fileError) Unwrap() error { return e.err }
+
+// fsErr marks err as a file-system command's (nil stays nil).
+func fsErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &fileError{err}
 }
 
 // usageError is a bad command line.

@@ -4,15 +4,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -37,20 +33,6 @@ func fsPath(cmd, s string) (paths.Path, error) {
 		return paths.Path{}, usageErr("%s: %v (a blocktree path: /<root-id>/…; `bt id` shows yours)", cmd, err)
 	}
 	return p, nil
-}
-
-// fsErr gives file-system answers their exit codes: a missing file, an
-// existing one, or a wrong kind (not a directory, not empty, …) exit 1;
-// denied (no readcap or writecap) 5, unreachable host 7, no daemon 6.
-func fsErr(err error) error {
-	var ae *api.Error
-	if errors.As(err, &ae) {
-		switch ae.Kind {
-		case api.KindNotFound, api.KindExists, api.KindInvalid:
-			return errors.New(ae.Message)
-		}
-	}
-	return err
 }
 
 // progressEvent is one --json progress line of put and get.
@@ -196,23 +178,11 @@ func fsPutCmd(g *globals) *cobra.Command {
 }
 
 func putFile(ctx context.Context, c *api.Client, r io.Reader, dst paths.Path, mode uint32, parents bool, t *transfer) error {
-	q := url.Values{"path": {dst.String()}, "mode": {strconv.FormatUint(uint64(mode), 8)}}
-	if parents {
-		q.Set("parents", "1")
-	}
-	// Upload decodes the answer whatever its status: an entry, or an
-	// error object.
-	var e struct {
-		api.FSEntry
-		Error *api.Error `json:"error"`
-	}
-	if err := c.Upload(ctx, "/v1/fs/write", q, &countReader{r: r, t: t}, &e); err != nil {
+	e, err := c.FSWrite(ctx, api.FSWriteRequest{Path: dst, Mode: mode, Parents: parents}, &countReader{r: r, t: t})
+	if err != nil {
 		return err
 	}
-	if e.Error != nil {
-		return e.Error
-	}
-	if e.Path == "" {
+	if e.Path.IsZero() {
 		return fmt.Errorf("put %s: the daemon did not confirm the write", dst)
 	}
 	t.file(dst.String())
@@ -236,8 +206,8 @@ func putTree(ctx context.Context, c *api.Client, local string, dst paths.Path, p
 		}
 		switch {
 		case d.IsDir():
-			var e api.FSEntry
-			return c.Do(ctx, http.MethodPost, "/v1/fs/mkdir", nil, api.FSMkdirRequest{Path: target.String(), Parents: true}, &e)
+			_, err := c.FSMkdir(ctx, api.FSMkdirRequest{Path: target, Parents: true})
+			return err
 		case d.Type().IsRegular():
 			f, err := os.Open(lp)
 			if err != nil {
@@ -273,8 +243,8 @@ func fsGetCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			var l api.FSListing
-			if err := c.Do(ctx, http.MethodGet, "/v1/fs/ls", url.Values{"path": {src.String()}}, nil, &l); err != nil {
+			l, err := c.FSList(ctx, api.FSListRequest{Path: src})
+			if err != nil {
 				return fsErr(err)
 			}
 			if l.Entry.Kind == "dir" {
@@ -295,7 +265,7 @@ func fsGetCmd(g *globals) *cobra.Command {
 				if g.json {
 					return usageErr("get: --json needs LOCAL (stdout carries the events)")
 				}
-				return fsErr(c.Download(ctx, "/v1/fs/read", api.FSReadRequest{Path: src.String()}, &countWriter{w: cmd.OutOrStdout(), t: t}))
+				return fsErr(c.FSRead(ctx, api.FSReadRequest{Path: src}, &countWriter{w: cmd.OutOrStdout(), t: t}))
 			}
 			local := args[1]
 			if fi, err := os.Stat(local); err == nil && fi.IsDir() {
@@ -311,7 +281,7 @@ func fsGetCmd(g *globals) *cobra.Command {
 
 func getFile(ctx context.Context, c *api.Client, src paths.Path, local string, t *transfer) error {
 	err := writeAtomically(local, func(w io.Writer) error {
-		return c.Download(ctx, "/v1/fs/read", api.FSReadRequest{Path: src.String()}, &countWriter{w: w, t: t})
+		return c.FSRead(ctx, api.FSReadRequest{Path: src}, &countWriter{w: w, t: t})
 	})
 	if err == nil {
 		t.file(src.String())
@@ -323,8 +293,8 @@ func getTree(ctx context.Context, c *api.Client, src paths.Path, local string, t
 	if err := os.MkdirAll(local, 0o755); err != nil {
 		return usageErr("get: %v", err)
 	}
-	var l api.FSListing
-	if err := c.Do(ctx, http.MethodGet, "/v1/fs/ls", url.Values{"path": {src.String()}}, nil, &l); err != nil {
+	l, err := c.FSList(ctx, api.FSListRequest{Path: src})
+	if err != nil {
 		return err
 	}
 	for _, e := range l.Entries {
@@ -369,12 +339,12 @@ func fsLsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			q := url.Values{"path": {p.String()}}
-			if at > 0 {
-				q.Set("at", strconv.FormatUint(at, 10))
+			c, err := g.client()
+			if err != nil {
+				return err
 			}
-			var l api.FSListing
-			if err := g.call(cmd.Context(), http.MethodGet, "/v1/fs/ls", q, nil, &l); err != nil {
+			l, err := c.FSList(cmd.Context(), api.FSListRequest{Path: p, At: at})
+			if err != nil {
 				return fsErr(err)
 			}
 			if g.json {
@@ -442,8 +412,12 @@ func fsLogCmd(g *globals) *cobra.Command {
 			if limit < 1 {
 				return usageErr("log: -n must be at least 1")
 			}
-			var es []api.FSLogEntry
-			if err := g.call(cmd.Context(), http.MethodGet, "/v1/fs/log", url.Values{"path": {p.String()}, "limit": {strconv.Itoa(limit)}}, nil, &es); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			es, err := c.FSLog(cmd.Context(), api.FSLogRequest{Path: p, Limit: limit})
+			if err != nil {
 				return fsErr(err)
 			}
 			if g.json {
@@ -474,7 +448,7 @@ func fsCatCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return fsErr(c.Download(cmd.Context(), "/v1/fs/read", api.FSReadRequest{Path: p.String()}, cmd.OutOrStdout()))
+			return fsErr(c.FSRead(cmd.Context(), api.FSReadRequest{Path: p}, cmd.OutOrStdout()))
 		},
 	}
 }
@@ -490,8 +464,12 @@ func fsMkdirCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var e api.FSEntry
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/fs/mkdir", nil, api.FSMkdirRequest{Path: p.String(), Parents: parents}, &e); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			e, err := c.FSMkdir(cmd.Context(), api.FSMkdirRequest{Path: p, Parents: parents})
+			if err != nil {
 				return fsErr(err)
 			}
 			if g.json {
@@ -516,8 +494,12 @@ func fsRmCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var res api.FSRemoveResult
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/fs/rm", nil, api.FSRemoveRequest{Path: p.String(), Recursive: recursive}, &res); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.FSRemove(cmd.Context(), api.FSRemoveRequest{Path: p, Recursive: recursive})
+			if err != nil {
 				return fsErr(err)
 			}
 			if g.json {
@@ -545,8 +527,12 @@ func fsMvCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var e api.FSEntry
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/fs/mv", nil, api.FSMoveRequest{Src: src.String(), Dst: dst.String()}, &e); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			e, err := c.FSMove(cmd.Context(), api.FSMoveRequest{Src: src, Dst: dst})
+			if err != nil {
 				return fsErr(err)
 			}
 			if g.json {
@@ -583,15 +569,19 @@ func fsGrantCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := api.FSGrantRequest{Path: p.String(), Principal: args[1], Right: args[0]}
+			req := api.FSGrantRequest{Path: p, Principal: args[1], Right: args[0]}
 			if expires < 0 {
 				return usageErr("grant: --expires must be positive")
 			}
 			if expires > 0 {
 				req.Expires = time.Now().Add(expires)
 			}
-			var res api.FSGrantResult
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/fs/grant", nil, req, &res); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.FSGrant(cmd.Context(), req)
+			if err != nil {
 				return fsErr(err)
 			}
 			if g.json {
@@ -622,8 +612,12 @@ func fsRevokeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var res api.FSGrantResult
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/fs/revoke", nil, api.FSRevokeRequest{Path: p.String(), Principal: args[1], Right: args[0]}, &res); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.FSRevoke(cmd.Context(), api.FSRevokeRequest{Path: p, Principal: args[1], Right: args[0]})
+			if err != nil {
 				return fsErr(err)
 			}
 			if g.json {
@@ -655,7 +649,11 @@ func fsHostCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := api.FSHostRequest{Path: p.String()}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			req := api.FSHostRequest{Path: p}
 			w, err := r.Writecap()
 			if err != nil {
 				return err
@@ -665,8 +663,7 @@ func fsHostCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("host: this node's writecap covers %s, not %s; host it on a node whose writecap covers it: %w", w.Prefix(), p, caps.ErrPathNotCovered)
 				}
 				// Check the daemon first, so the passphrase is not asked in vain.
-				var st api.Status
-				if err := g.call(cmd.Context(), http.MethodGet, "/v1/status", nil, nil, &st); err != nil {
+				if _, err := c.Status(cmd.Context()); err != nil {
 					return err
 				}
 				k, err := r.RootKey(cmd.Context(), func() ([]byte, error) { return pass.get("Passphrase of the root key", false) })
@@ -681,8 +678,8 @@ func fsHostCmd(g *globals) *cobra.Command {
 				}
 				req.Writecap = base64.RawURLEncoding.EncodeToString(hw.Marshal())
 			}
-			var v api.FSVolume
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/fs/host", nil, req, &v); err != nil {
+			v, err := c.FSHost(cmd.Context(), req)
+			if err != nil {
 				return fsErr(err)
 			}
 			if g.json {
@@ -709,14 +706,18 @@ func fsMountCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageErr("mount: %v", err)
 			}
-			var m api.FSMount
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/fs/mount", nil, api.FSMountRequest{Dir: dir}, &m); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			m, err := c.FSMount(cmd.Context(), api.FSMountRequest{Dir: dir})
+			if err != nil {
 				return fsErr(err)
 			}
 			if g.json {
 				return printJSON(cmd, m)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), filepath.Join(m.Dir, m.Root))
+			fmt.Fprintln(cmd.OutOrStdout(), filepath.Join(m.Dir, m.Root.String()))
 			return nil
 		},
 	}
@@ -734,8 +735,12 @@ func fsUnmountCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageErr("unmount: %v", err)
 			}
-			var m api.FSMount
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/fs/unmount", nil, api.FSMountRequest{Dir: dir}, &m); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			m, err := c.FSUnmount(cmd.Context(), api.FSMountRequest{Dir: dir})
+			if err != nil {
 				return fsErr(err)
 			}
 			if g.json {

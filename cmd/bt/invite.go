@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -48,8 +47,11 @@ which the new machine contacts. The token works once, until --expires.`,
 				return usageErr("invite: %v", err)
 			}
 			// Check the daemon first, so the passphrase is not asked in vain.
-			var st api.Status
-			if err := g.call(cmd.Context(), http.MethodGet, "/v1/status", nil, nil, &st); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if _, err := c.Status(cmd.Context()); err != nil {
 				return err
 			}
 			root, err := r.RootKey(cmd.Context(), func() ([]byte, error) { return pass.get("Passphrase of the root key", false) })
@@ -74,9 +76,9 @@ which the new machine contacts. The token works once, until --expires.`,
 			if err != nil {
 				return err
 			}
-			var res api.InviteResult
 			req := api.InviteRequest{Name: name, Delegate: delFile, Grant: grant.Marshal(), Expiry: now.Add(expires)}
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/invites", nil, req, &res); err != nil {
+			res, err := c.Invite(cmd.Context(), req)
+			if err != nil {
 				return err
 			}
 			if g.json {

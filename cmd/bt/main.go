@@ -31,8 +31,28 @@ func main() {
 	os.Exit(code)
 }
 
-// run executes one bt command line and returns its exit code.
+// run executes one bt command line and returns its exit code. main only
+// calls it, so tests run the CLI in process.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stderr)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "bt: %s\n", strings.TrimPrefix(err.Error(), "bt: "))
+	var u *usageError
+	if errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "accepts ") || strings.HasPrefix(err.Error(), "requires ") {
+		fmt.Fprintln(stderr, "Run 'bt help' for usage.")
+		return exitUsage
+	}
+	return exitCode(err)
+}
+
+// newRoot builds the command tree; logs go to stderr.
+func newRoot(stderr io.Writer) *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "bt",
@@ -53,24 +73,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr("%v", err) })
 	root.AddCommand(initCmd(g), idCmd(g), keyCmd(g), daemonCmd(g), statusCmd(g), peersCmd(g), resolveCmd(g), pingCmd(g), inviteCmd(g), joinCmd(g),
 		sendCmd(g), callCmd(g), listenCmd(g), pubCmd(g), subCmd(g), blockCmd(g), repoCmd(g), actorsCmd(g))
-	root.AddCommand(fsCommands(g)...) // file system: cmd/bt/fs.go
-	// --- Wasm modules: cmd/bt/wasm.go ---
-	root.AddCommand(wasmCommands(g)...)
-	// --- end Wasm modules ---
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return exitOK
-	}
-	fmt.Fprintf(stderr, "bt: %s\n", strings.TrimPrefix(err.Error(), "bt: "))
-	var u *usageError
-	if errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "accepts ") || strings.HasPrefix(err.Error(), "requires ") {
-		fmt.Fprintln(stderr, "Run 'bt help' for usage.")
-		return exitUsage
-	}
-	return exitCode(err)
+	root.AddCommand(fsCommands(g)...)   // file system: cmd/bt/fs.go
+	root.AddCommand(wasmCommands(g)...) // Wasm modules: cmd/bt/wasm.go
+	return root
 }
 
 // addJSON adds --json to a command that prints data.

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -50,15 +49,20 @@ func sendCmd(g *globals) *cobra.Command {
 		Short: "Send MSG (or stdin for -) to the endpoint at PATH, fire-and-forget",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := paths.Parse(args[0]); err != nil {
+			p, err := paths.Parse(args[0])
+			if err != nil {
 				return usageErr("send: %v", err)
 			}
 			body, err := payload(cmd, args[1])
 			if err != nil {
 				return err
 			}
-			return g.call(cmd.Context(), http.MethodPost, "/v1/send", nil,
-				api.SendRequest{Path: args[0], Payload: body, Timeout: timeout.String()}, nil)
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			_, err = c.Send(cmd.Context(), api.SendRequest{Path: p, Payload: body, Timeout: timeout.String()})
+			return err
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "give up when the message is not accepted within this long")
@@ -72,7 +76,8 @@ func callCmd(g *globals) *cobra.Command {
 		Short: "Call the endpoint at PATH with MSG (or stdin for -); the reply goes to stdout",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := paths.Parse(args[0]); err != nil {
+			p, err := paths.Parse(args[0])
+			if err != nil {
 				return usageErr("call: %v", err)
 			}
 			if timeout <= 0 {
@@ -82,9 +87,12 @@ func callCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var res api.CallResult
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/send", nil,
-				api.SendRequest{Path: args[0], Payload: body, Call: true, Timeout: timeout.String()}, &res); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Send(cmd.Context(), api.SendRequest{Path: p, Payload: body, Call: true, Timeout: timeout.String()})
+			if err != nil {
 				return err
 			}
 			if g.json {
@@ -106,7 +114,8 @@ func listenCmd(g *globals) *cobra.Command {
 		Short: "Host an endpoint at PATH (this node's path or under it) and print each message received",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := paths.Parse(args[0]); err != nil {
+			p, err := paths.Parse(args[0])
+			if err != nil {
 				return usageErr("listen: %v", err)
 			}
 			c, err := g.client()
@@ -114,11 +123,7 @@ func listenCmd(g *globals) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			return c.Stream(cmd.Context(), "/v1/listen", api.ListenRequest{Path: args[0], Echo: echo}, func(b []byte) error {
-				var ev api.Received
-				if err := json.Unmarshal(b, &ev); err != nil {
-					return fmt.Errorf("listen: bad line from the daemon: %w", err)
-				}
+			return c.Listen(cmd.Context(), api.ListenRequest{Path: p, Echo: echo}, func(ev api.Received) error {
 				if ev.Event == "listening" {
 					fmt.Fprintf(cmd.ErrOrStderr(), "bt: listening on %s\n", ev.To)
 					return nil
@@ -143,20 +148,26 @@ func pubCmd(g *globals) *cobra.Command {
 		Short: "Publish MSG (or stdin for -) on the topic TOPIC (a path your writecap covers)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := paths.Parse(args[0]); err != nil {
+			topic, err := paths.Parse(args[0])
+			if err != nil {
 				return usageErr("pub: %v", err)
 			}
+			req := api.PublishRequest{Topic: topic}
 			for _, r := range readers {
-				if _, err := paths.Parse(r); err != nil {
+				p, err := paths.Parse(r)
+				if err != nil {
 					return usageErr("pub: --reader: %v", err)
 				}
+				req.Readers = append(req.Readers, p)
 			}
-			body, err := payload(cmd, args[1])
+			if req.Payload, err = payload(cmd, args[1]); err != nil {
+				return err
+			}
+			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			return g.call(cmd.Context(), http.MethodPost, "/v1/publish", nil,
-				api.PublishRequest{Topic: args[0], Payload: body, Readers: readers}, nil)
+			return c.Publish(cmd.Context(), req)
 		},
 	}
 	cmd.Flags().StringSliceVar(&readers, "reader", nil, "make the message confidential: only the node at this path can read it (repeatable)")
@@ -169,7 +180,8 @@ func subCmd(g *globals) *cobra.Command {
 		Short: "Print messages on topics matching PATTERN (* one component, ... any depth at the end), one line each",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := paths.ParsePattern(args[0]); err != nil {
+			pt, err := paths.ParsePattern(args[0])
+			if err != nil {
 				return usageErr("sub: %v", err)
 			}
 			c, err := g.client()
@@ -177,11 +189,7 @@ func subCmd(g *globals) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			return c.Stream(cmd.Context(), "/v1/subscribe", api.SubscribeRequest{Pattern: args[0]}, func(b []byte) error {
-				var ev api.Published
-				if err := json.Unmarshal(b, &ev); err != nil {
-					return fmt.Errorf("sub: bad line from the daemon: %w", err)
-				}
+			return c.Subscribe(cmd.Context(), api.SubscribeRequest{Pattern: pt}, func(ev api.Published) error {
 				if ev.Event == "subscribed" {
 					fmt.Fprintf(cmd.ErrOrStderr(), "bt: subscribed to %s\n", ev.Topic)
 					return nil

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -24,15 +22,6 @@ func (g *globals) client() (*api.Client, error) {
 	return api.NewClient(dir), nil
 }
 
-// call calls the daemon and decodes the answer into out.
-func (g *globals) call(ctx context.Context, method, path string, q url.Values, in, out any) error {
-	c, err := g.client()
-	if err != nil {
-		return err
-	}
-	return c.Do(ctx, method, path, q, in, out)
-}
-
 func printJSON(cmd *cobra.Command, v any) error {
 	e := json.NewEncoder(cmd.OutOrStdout())
 	e.SetIndent("", "  ")
@@ -45,8 +34,12 @@ func statusCmd(g *globals) *cobra.Command {
 		Short: "Show the running daemon: path, peer ID, addresses, custody, DHT size, uptime",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st api.Status
-			if err := g.call(cmd.Context(), http.MethodGet, "/v1/status", nil, nil, &st); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Status(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if g.json {
@@ -79,8 +72,12 @@ func peersCmd(g *globals) *cobra.Command {
 		Short: "List connected peers with their verified paths",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var ps []api.Peer
-			if err := g.call(cmd.Context(), http.MethodGet, "/v1/peers", nil, nil, &ps); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ps, err := c.Peers(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if g.json {
@@ -88,7 +85,7 @@ func peersCmd(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			for _, p := range ps {
-				path := p.Path
+				path := p.Path.String()
 				if !p.Verified {
 					path = "(unverified)"
 				}
@@ -107,11 +104,16 @@ func resolveCmd(g *globals) *cobra.Command {
 		Short: "Find the peer that hosts PATH",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := paths.Parse(args[0]); err != nil {
+			p, err := paths.Parse(args[0])
+			if err != nil {
 				return usageErr("resolve: %v", err)
 			}
-			var res api.Resolution
-			if err := g.call(cmd.Context(), http.MethodGet, "/v1/resolve", url.Values{"path": {args[0]}}, nil, &res); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Resolve(cmd.Context(), p)
+			if err != nil {
 				return err
 			}
 			if g.json {
@@ -143,18 +145,22 @@ func pingCmd(g *globals) *cobra.Command {
 		Short: "Measure round trips to the node at PATH over an authenticated stream",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := paths.Parse(args[0]); err != nil {
+			p, err := paths.Parse(args[0])
+			if err != nil {
 				return usageErr("ping: %v", err)
 			}
 			if count < 1 {
 				return usageErr("ping: -n must be at least 1")
 			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			var results []api.PingResult
 			for i := range count {
-				var res api.PingResult
 				ctx, cancel := context.WithTimeout(cmd.Context(), timeout+time.Second)
-				err := g.call(ctx, http.MethodPost, "/v1/ping", nil, api.PingRequest{Path: args[0], Timeout: timeout.String()}, &res)
+				res, err := c.Ping(ctx, api.PingRequest{Path: p, Timeout: timeout.String()})
 				cancel()
 				if err != nil {
 					return err

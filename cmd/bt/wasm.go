@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/paths"
 )
 
 // wasmCommands are the commands that run Wasm modules (docs/cli.md,
@@ -47,6 +47,11 @@ func parseSize(s string) (uint64, error) {
 func wasmRunCmd(g *globals) *cobra.Command {
 	var (
 		req        api.WasmRunRequest
+		nodes      []string
+		read       []string
+		write      []string
+		message    []string
+		publish    []string
 		env        []string
 		memory     string
 		deadline   time.Duration
@@ -65,10 +70,25 @@ func wasmRunCmd(g *globals) *cobra.Command {
 			"into a deployment directory (through a mount, or with `bt put`) deploys it.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := fsPath("run", args[0]); err != nil {
+			mod, err := fsPath("run", args[0])
+			if err != nil {
 				return err
 			}
-			req.Module, req.Print = args[0], print
+			req.Module, req.Print = mod, print
+			for _, c := range []struct {
+				flag string
+				in   []string
+				out  *[]paths.Path
+			}{{"run --on", nodes, &req.Nodes}, {"run --read", read, &req.Read}, {"run --write", write, &req.Write},
+				{"run --message", message, &req.Message}, {"run --publish", publish, &req.Publish}} {
+				for _, s := range c.in {
+					p, err := fsPath(c.flag, s)
+					if err != nil {
+						return err
+					}
+					*c.out = append(*c.out, p)
+				}
+			}
 			for _, kv := range env {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok || k == "" {
@@ -97,16 +117,15 @@ func wasmRunCmd(g *globals) *cobra.Command {
 			default:
 				return usageErr("run: --restart %q: want always, on-failure or never", req.Restart)
 			}
-			for _, n := range req.Nodes {
-				if _, err := fsPath("run --on", n); err != nil {
-					return err
-				}
-			}
 			if outputFile != "" && !print {
 				return usageErr("run: -o needs --print-manifest")
 			}
-			var res api.WasmRunResult
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/wasm/run", nil, req, &res); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.WasmRun(cmd.Context(), req)
+			if err != nil {
 				return fsErr(err)
 			}
 			if res.Warning != "" {
@@ -136,11 +155,11 @@ func wasmRunCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Name, "name", "", "the instance's name (default: the module's file name without .wasm)")
-	f.StringArrayVar(&req.Nodes, "on", nil, "node path to run it on (repeatable; default this node)")
-	f.StringArrayVar(&req.Read, "read", nil, "path prefix the module may read files under (repeatable)")
-	f.StringArrayVar(&req.Write, "write", nil, "path prefix the module may write files under (repeatable)")
-	f.StringArrayVar(&req.Message, "message", nil, "path prefix the module may send messages to and call (repeatable)")
-	f.StringArrayVar(&req.Publish, "publish", nil, "topic prefix the module may publish to (repeatable)")
+	f.StringArrayVar(&nodes, "on", nil, "node path to run it on (repeatable; default this node)")
+	f.StringArrayVar(&read, "read", nil, "path prefix the module may read files under (repeatable)")
+	f.StringArrayVar(&write, "write", nil, "path prefix the module may write files under (repeatable)")
+	f.StringArrayVar(&message, "message", nil, "path prefix the module may send messages to and call (repeatable)")
+	f.StringArrayVar(&publish, "publish", nil, "topic prefix the module may publish to (repeatable)")
 	f.StringArrayVar(&env, "env", nil, "KEY=VALUE in the module's environment (repeatable)")
 	f.StringVar(&memory, "memory", "", "memory limit, such as 64MiB (default: the runtime's)")
 	f.DurationVar(&deadline, "deadline", 0, "how long the module may run on one message (default: the runtime's)")
@@ -157,8 +176,12 @@ func wasmPsCmd(g *globals) *cobra.Command {
 		Short: "List this node's Wasm modules: name, state, restarts, module and why refused or stopped",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var list []api.WasmInstance
-			if err := g.call(cmd.Context(), http.MethodGet, "/v1/wasm/ps", nil, nil, &list); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			list, err := c.WasmPs(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if g.json {
@@ -174,7 +197,7 @@ func wasmPsCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSTATE\tRESTARTS\tMODULE\tPATH\tREASON")
 			for _, in := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", dash(in.Name), in.State, in.Restarts, dash(in.Module), dash(in.Path), dash(oneLine(in.Reason)))
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", dash(in.Name), in.State, in.Restarts, dash(in.Module.String()), dash(in.Path.String()), dash(oneLine(in.Reason)))
 			}
 			return tw.Flush()
 		},
@@ -201,13 +224,20 @@ func wasmStopCmd(g *globals) *cobra.Command {
 			"stops the module there. On this node the command returns once it has stopped.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			req := api.WasmStopRequest{Name: args[0]}
 			if on != "" {
-				if _, err := fsPath("stop --on", on); err != nil {
+				p, err := fsPath("stop --on", on)
+				if err != nil {
 					return err
 				}
+				req.Node = p
 			}
-			var res api.WasmStopResult
-			if err := g.call(cmd.Context(), http.MethodPost, "/v1/wasm/stop", nil, api.WasmStopRequest{Name: args[0], Node: on}, &res); err != nil {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.WasmStop(cmd.Context(), req)
+			if err != nil {
 				return fsErr(err)
 			}
 			if g.json {
@@ -241,16 +271,16 @@ func wasmLogsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			err = c.Stream(cmd.Context(), "/v1/wasm/logs", api.WasmLogsRequest{Name: args[0], Follow: follow}, func(b []byte) error {
-				var l api.WasmLogLine
-				if err := json.Unmarshal(b, &l); err != nil {
-					return fmt.Errorf("logs: bad line from the daemon: %w", err)
-				}
+			err = c.WasmLogs(cmd.Context(), api.WasmLogsRequest{Name: args[0], Follow: follow}, func(l api.WasmLogLine) error {
 				if l.Event == "end" {
 					return errEndOfLogs
 				}
 				if g.json {
-					_, err := fmt.Fprintf(out, "%s\n", b)
+					b, err := json.Marshal(l)
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Fprintf(out, "%s\n", b)
 					return err
 				}
 				_, err := fmt.Fprintln(out, l.Line)

@@ -1,11 +1,12 @@
 package client
 
 import (
-	"blocktree.dev/bt/fsys"
 	"context"
 	"fmt"
 	"slices"
 	"time"
+
+	"blocktree.dev/bt/fsys"
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/paths"
