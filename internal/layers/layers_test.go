@@ -19,7 +19,8 @@ const module = "blocktree.dev/bt"
 // import each other; a package may import nothing of a higher layer.
 var layers = [][]string{
 	// Path syntax and the helpers that import nothing from Blocktree.
-	{"paths", "internal/canon", "internal/atomicfile", "internal/benchcmp", "internal/fsbench"},
+	{"paths", "internal/canon", "internal/atomicfile", "internal/benchcmp", "internal/fsbench",
+		"internal/groupcommit", "internal/supervise"},
 	// Key custody: the contract, its implementations and conformance suite.
 	{"tpm"},
 	// Writecaps, readcaps, host certificates; nettest makes test identities.
@@ -38,6 +39,9 @@ var layers = [][]string{
 	{"wasm"},
 	// The node's directory and the join protocol: used by the daemon and CLI.
 	{"repo", "invite"},
+	// The node's services that combine the layers below with the repo:
+	// hosting volumes, serving them and mounting them.
+	{"fsys/service"},
 	// The daemon's local API contract.
 	{"api"},
 	// The running node: wires everything above.
