@@ -3,7 +3,6 @@ package actors
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -184,7 +183,7 @@ func (in *inStream) serve() {
 	var buf []byte
 	pc := make(pathCache)
 	for {
-		if len(in.acks) > 0 && !frameBuffered(in.br) {
+		if len(in.acks) > 0 && !wireFraming.Buffered(in.br) {
 			in.flushAcks()
 		}
 		b, err := readFrame(in.br, buf)
@@ -209,15 +208,6 @@ func (in *inStream) serve() {
 	}
 }
 
-// frameBuffered reports whether a whole frame is buffered in br, so
-// that reading it does not wait.
-func frameBuffered(br *bufio.Reader) bool {
-	if br.Buffered() < 4 {
-		return false
-	}
-	h, _ := br.Peek(4)
-	return br.Buffered() >= 4+int(binary.BigEndian.Uint32(h))
-}
 
 // request handles one request frame without waiting for any actor.
 func (in *inStream) request(f *frame) error {
