@@ -19,11 +19,11 @@ import (
 // requests until the stream ends.
 func (t *transport) handleStream(s network.Stream) {
 	r := t.r
-	if !r.enter() {
+	if !r.life.Enter() {
 		_ = s.ResetWithError(network.StreamShutdown)
 		return
 	}
-	defer r.wg.Done()
+	defer r.life.Leave()
 	remote := s.Conn().RemotePeer()
 	stop := context.AfterFunc(r.ctx, func() { _ = s.Reset() })
 	defer stop()
@@ -208,7 +208,6 @@ func (in *inStream) serve() {
 	}
 }
 
-
 // request handles one request frame without waiting for any actor.
 func (in *inStream) request(f *frame) error {
 	r := in.t.r
@@ -310,7 +309,7 @@ func (in *inStream) park(to paths.Path, pk parked) {
 		in.mu.Unlock()
 		return
 	}
-	if !r.enter() {
+	if !r.life.Enter() {
 		in.mu.Unlock()
 		in.fail(pk.id, pk.tell, to, fmt.Errorf("actors: %s %s: %w", opName(pk.tell), to, ErrClosed))
 		return
@@ -325,7 +324,7 @@ func (in *inStream) park(to paths.Path, pk parked) {
 // room until its deadline (the runtime's send wait without one).
 func (in *inStream) drain(to paths.Path, q *parkQueue) {
 	r := in.t.r
-	defer r.wg.Done()
+	defer r.life.Leave()
 	for {
 		in.mu.Lock()
 		if len(q.items) == 0 {

@@ -25,6 +25,11 @@ func (g *Group) Enter() bool {
 	return true
 }
 
+// EnterWithin registers one more operation from inside one that has
+// entered and not yet left (a goroutine it hands work to, say). It cannot
+// fail: Close is still waiting for the caller, so it waits for this one too.
+func (g *Group) EnterWithin() { g.wg.Add(1) }
+
 // Leave ends an operation registered by a successful Enter.
 func (g *Group) Leave() { g.wg.Done() }
 

@@ -116,6 +116,43 @@ func TestCloseIdempotent(t *testing.T) {
 	g.Close(func() { t.Error("stop ran on a later Close") })
 }
 
+// TestEnterWithin: an operation started from inside an entered one, even
+// once Close has begun, is waited for.
+func TestEnterWithin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var g Group
+		if !g.Enter() {
+			t.Fatal("Enter refused")
+		}
+		release := make(chan struct{})
+		var innerDone atomic.Bool
+		closed := make(chan struct{})
+		go func() {
+			g.Close(nil)
+			close(closed)
+		}()
+		synctest.Wait()
+		g.EnterWithin()
+		go func() {
+			defer g.Leave()
+			<-release
+			innerDone.Store(true)
+		}()
+		g.Leave()
+		synctest.Wait()
+		select {
+		case <-closed:
+			t.Fatal("Close returned before the inner operation left")
+		default:
+		}
+		close(release)
+		<-closed
+		if !innerDone.Load() {
+			t.Fatal("the inner operation did not finish")
+		}
+	})
+}
+
 func ExampleGroup() {
 	var g Group
 	g.Go(func() { /* serve a stream */ })
