@@ -76,7 +76,7 @@ type Server struct {
 	peers   map[peer.ID]int
 	watches map[peer.ID]int
 
-	life lifecycle.Group // every stream being served
+	life lifecycle.Group // Serve and every stream being served
 
 	nudge  chan struct{}
 	ctx    context.Context
