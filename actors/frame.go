@@ -2,13 +2,12 @@ package actors
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"blocktree.dev/bt/internal/canon"
+	framing "blocktree.dev/bt/internal/frame"
 	"blocktree.dev/bt/paths"
 )
 
@@ -213,18 +212,20 @@ func (pc pathCache) parse(s string) (paths.Path, error) {
 	return p, nil
 }
 
+// wireFraming is the stream protocol's framing: a big-endian uint32
+// length, 1 to maxFrame bytes.
+var wireFraming = framing.Format{Prefix: framing.Uint32, Max: maxFrame}
+
 // appendFrame appends w's length prefix and encoding (of version
 // FrameVersion) to b; over maxFrame, it returns b as it was and an
 // error.
 func appendFrame(b []byte, w *wireFrame) ([]byte, error) {
 	w.V = FrameVersion
-	start := len(b)
-	b = appendWireFrame(append(b, 0, 0, 0, 0), w)
-	n := len(b) - start - 4
-	if n > maxFrame {
-		return b[:start], fmt.Errorf("a frame of %d bytes is over the limit of %d: %w", n, maxFrame, ErrBadMessage)
+	b, mark := wireFraming.Begin(b)
+	b, err := wireFraming.End(appendWireFrame(b, w), mark)
+	if err != nil {
+		return b, fmt.Errorf("a frame: %w: %w", ErrBadMessage, err)
 	}
-	binary.BigEndian.PutUint32(b[start:], uint32(n))
 	return b, nil
 }
 
@@ -232,27 +233,9 @@ func appendFrame(b []byte, w *wireFrame) ([]byte, error) {
 // (grown as needed) and returns it; the length is checked before
 // anything is allocated for it.
 func readFrame(br *bufio.Reader, buf []byte) ([]byte, error) {
-	hdr, err := br.Peek(4) // not a local array: that would escape, an allocation a frame
-	if err != nil {
-		if len(hdr) > 0 && err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, err
+	b, err := wireFraming.Read(br, buf)
+	if errors.Is(err, framing.ErrTooLarge) || errors.Is(err, framing.ErrEmpty) {
+		return nil, fmt.Errorf("frame length: %w: %w", ErrBadMessage, err)
 	}
-	n := binary.BigEndian.Uint32(hdr)
-	_, _ = br.Discard(4)
-	if n == 0 || n > maxFrame {
-		return nil, fmt.Errorf("frame length %d, not 1 to %d: %w", n, maxFrame, ErrBadMessage)
-	}
-	if cap(buf) < int(n) {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(br, buf); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
-	return buf, nil
+	return b, err
 }

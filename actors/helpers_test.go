@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/p2p"
+	"blocktree.dev/bt/p2p/p2ptest"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/pubsub"
 )
@@ -41,31 +41,14 @@ type nodeOpts struct {
 // startNode runs a node named name in d with a runtime configured by o.
 func startNode(t testing.TB, d *nettest.Domain, name string, o nodeOpts) *testNode {
 	t.Helper()
-	nk, p, w := d.Member(t, name)
-	id, err := p2p.NewIdentity(context.Background(), nk, w, p, 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := p2p.New(context.Background(), id, p2p.Config{
-		Listen:         []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
-		Bootstrap:      o.bs,
-		Loopback:       true,
-		RecordTTL:      time.Minute,
-		ResolveRefresh: time.Minute,
-		ResolveTimeout: 5 * time.Second,
-		Log:            nettest.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- n.Serve(context.Background()) }()
+	pn := p2ptest.Start(t, d, name, p2ptest.WithBootstrap(o.bs...),
+		p2ptest.WithConfig(func(c *p2p.Config) { c.ResolveTimeout = 5 * time.Second }))
+	n, id, nk := pn.Node, pn.Identity, pn.Key
 	router, err := msg.New(n, msg.Config{Log: nettest.Logger()})
 	if err != nil {
-		n.Close()
 		t.Fatal(err)
 	}
-	tn := &testNode{node: n, router: router, nodeID: nettest.PrincipalID(t, nk.PublicKey())}
+	tn := &testNode{node: n, router: router, nodeID: pn.NodeID}
 	opts := append([]Option{WithTypes(testTypes...)}, o.opts...)
 	if !o.noP2P {
 		opts = append(opts, WithP2P(n))
@@ -97,15 +80,7 @@ func startNode(t testing.TB, d *nettest.Domain, name string, o nodeOpts) *testNo
 				tn.ps.Close()
 			}
 			router.Close()
-			n.Close()
-			select {
-			case err := <-served:
-				if err != nil && !errors.Is(err, p2p.ErrClosed) {
-					t.Errorf("serve %s: %v", p, err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("serve %s did not return after Close", p)
-			}
+			pn.Close()
 		})
 	}
 	t.Cleanup(tn.stop)
@@ -118,12 +93,7 @@ func pair(t testing.TB, d *nettest.Domain, opts ...Option) (a, b *testNode) {
 	t.Helper()
 	a = startNode(t, d, "a", nodeOpts{opts: opts})
 	b = startNode(t, d, "b", nodeOpts{opts: opts, bs: []peer.AddrInfo{a.node.AddrInfo()}})
-	for _, n := range []*testNode{a, b} {
-		nettest.WaitFor(t, 20*time.Second, "record published", func() bool {
-			p := n.node.Published()
-			return p.Seq != 0 && p.Err == nil
-		})
-	}
+	p2ptest.WaitPublished(t, a.node, b.node)
 	return a, b
 }
 

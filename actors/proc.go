@@ -91,7 +91,7 @@ func (p *proc) stop(o Outcome, err error) {
 }
 
 func (p *proc) run() {
-	defer p.r.wg.Done()
+	defer p.r.life.Leave()
 	exit := p.loop()
 	p.finish(exit)
 }

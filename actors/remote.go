@@ -352,7 +352,7 @@ func (r *Runtime) watchTarget(ctx context.Context, target paths.Path, f func(Dow
 	nw.watches[id] = w
 	r.mon.mu.Unlock()
 	if start {
-		if !r.enter() {
+		if !r.life.Enter() {
 			r.mon.mu.Lock()
 			delete(r.mon.nodes, node)
 			r.mon.mu.Unlock()
@@ -372,7 +372,7 @@ func (r *Runtime) watchTarget(ctx context.Context, target paths.Path, f func(Dow
 // node is down. So a monitor hears of a stopped actor within about
 // bound/3, and of a dead node within bound.
 func (r *Runtime) watchNode(nw *nodeWatch) {
-	defer r.wg.Done()
+	defer r.life.Leave()
 	every := r.cfg.monitorBound / 3
 	t := time.NewTimer(0)
 	defer t.Stop()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/internal/lifecycle"
 	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
@@ -105,14 +106,15 @@ type Runtime struct {
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 
-	// mu guards procs, services, closed, incs and orders wg.Add against
-	// Close's Wait.
+	// mu guards procs, services and inc, and orders a spawn's life.Enter
+	// with its entry in procs, so that Close, which collects procs after
+	// life refuses new entries, sees every proc it must stop.
 	mu       sync.RWMutex
 	procs    map[paths.Path]*proc
 	services map[paths.Path]*service
-	closed   bool
 	inc      uint64
-	wg       sync.WaitGroup
+
+	life lifecycle.Group // every goroutine and operation of the runtime
 
 	// xmu guards recent.
 	xmu    sync.Mutex
@@ -120,9 +122,6 @@ type Runtime struct {
 
 	mon      monitors
 	unhandle func()
-
-	closeOnce sync.Once
-	done      chan struct{} // closed when Close has finished
 }
 
 // New makes the runtime for the node at path node (/<root>/<name>).
@@ -153,7 +152,6 @@ func New(node paths.Path, router *msg.Router, opts ...Option) (*Runtime, error) 
 	r := &Runtime{
 		self: node, router: router, cfg: cfg, log: cfg.log.With("subsystem", "actors"), types: types,
 		procs: make(map[paths.Path]*proc), services: make(map[paths.Path]*service),
-		done: make(chan struct{}),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.mon.init()
@@ -223,9 +221,8 @@ func (r *Runtime) Serve(ctx context.Context) error {
 // ErrStopped. It is idempotent and safe for concurrent use; it returns
 // nil.
 func (r *Runtime) Close() error {
-	r.closeOnce.Do(func() {
+	r.life.Close(func() {
 		r.mu.Lock()
-		r.closed = true
 		var top []*proc
 		for _, p := range r.procs {
 			if p.owner == nil {
@@ -243,23 +240,8 @@ func (r *Runtime) Close() error {
 			<-p.done
 		}
 		r.cancel()
-		r.wg.Wait()
-		close(r.done)
 	})
-	<-r.done
 	return nil
-}
-
-// enter registers a goroutine or operation Close waits for; false once
-// closed.
-func (r *Runtime) enter() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return false
-	}
-	r.wg.Add(1)
-	return true
 }
 
 // SpawnOption configures one actor.
@@ -359,26 +341,28 @@ func (r *Runtime) spawnAt(path paths.Path, a Actor, owner *proc, sc spawnConfig)
 	p.mb.init(sc.mailbox, pr)
 	p.c = Context{p: p}
 	r.mu.Lock()
-	if r.closed {
+	if !r.life.Enter() {
 		r.mu.Unlock()
 		return nil, fmt.Errorf("actors: spawn %s: %w", path, ErrClosed)
 	}
 	if _, ok := r.procs[path]; ok {
+		r.life.Leave()
 		r.mu.Unlock()
 		return nil, fmt.Errorf("actors: spawn %s: %w", path, ErrExists)
 	}
 	if _, ok := r.services[path]; ok && sc.kind != KindProvider {
+		r.life.Leave()
 		r.mu.Unlock()
 		return nil, fmt.Errorf("actors: spawn %s: a service is registered there: %w", path, ErrExists)
 	}
 	if owner != nil && !owner.adopt(p) {
+		r.life.Leave()
 		r.mu.Unlock()
 		return nil, fmt.Errorf("actors: spawn %s: owner %s is stopping: %w", path, owner.path, ErrNoActor)
 	}
 	r.inc++
 	p.inc = r.inc
 	r.procs[path] = p
-	r.wg.Add(1)
 	r.mu.Unlock()
 	p.ctx, p.cancel = context.WithCancel(r.ctx)
 	go p.run()
@@ -516,7 +500,7 @@ var replyPool = sync.Pool{New: func() any { return make(chan result, 1) }}
 func (r *Runtime) resolve(to paths.Path) (*proc, error) {
 	r.mu.RLock()
 	p := r.procs[to]
-	closed := r.closed
+	closed := r.life.Closed()
 	r.mu.RUnlock()
 	if p != nil {
 		return p, nil

@@ -66,7 +66,7 @@ func (r *Runtime) RegisterService(name string, spec Service) (paths.Path, func()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
-	case r.closed:
+	case r.life.Closed():
 		return paths.Path{}, nil, fmt.Errorf("actors: register service %s: %w", p, ErrClosed)
 	case r.services[p] != nil || r.procs[p] != nil:
 		return paths.Path{}, nil, fmt.Errorf("actors: register service %s: %w", p, ErrExists)
@@ -162,12 +162,12 @@ func (c *Context) Every(d time.Duration, m any) (cancel func()) {
 // once, d from now. cancel stops it if it has not fired; Close stops it
 // too. An error from the delayed Send is logged.
 func (r *Runtime) SendAfter(to paths.Path, d time.Duration, m any) (cancel func()) {
-	if !r.enter() {
+	if !r.life.Enter() {
 		return func() {}
 	}
 	ctx, stop := context.WithCancel(r.ctx)
 	t := time.AfterFunc(d, func() {
-		defer r.wg.Done()
+		defer r.life.Leave()
 		defer stop()
 		if err := r.Send(ctx, to, m); err != nil {
 			r.log.Warn("delayed message not delivered", "to", to, "err", err)
@@ -176,7 +176,7 @@ func (r *Runtime) SendAfter(to paths.Path, d time.Duration, m any) (cancel func(
 	return func() {
 		if t.Stop() {
 			stop()
-			r.wg.Done()
+			r.life.Leave()
 		}
 	}
 }
@@ -275,18 +275,18 @@ func (c *Context) Subscribe(ctx context.Context, pattern paths.Pattern) (cancel 
 	if err != nil {
 		return nil, fmt.Errorf("actors: subscribe %s: %w", pattern, err)
 	}
-	if !r.enter() {
+	if !r.life.Enter() {
 		sub.Cancel()
 		return nil, fmt.Errorf("actors: subscribe %s: %w", pattern, ErrClosed)
 	}
 	id, ok := p.onStop(sub.Cancel)
 	if !ok {
-		r.wg.Done()
+		r.life.Leave()
 		sub.Cancel()
 		return nil, fmt.Errorf("actors: subscribe %s: %w", pattern, ErrStopped)
 	}
 	go func() {
-		defer r.wg.Done()
+		defer r.life.Leave()
 		for {
 			m, err := sub.Next(p.ctx)
 			if err != nil {

@@ -161,7 +161,7 @@ func (l *link) get(ctx context.Context) (*outConn, error) {
 	}
 	op := l.opening
 	if op == nil {
-		if !l.t.r.enter() {
+		if !l.t.r.life.Enter() {
 			l.mu.Unlock()
 			return nil, ErrClosed
 		}
@@ -183,7 +183,7 @@ func (l *link) get(ctx context.Context) (*outConn, error) {
 // waiting for it each wait by their own deadline.
 func (l *link) open(op *opening) {
 	r := l.t.r
-	defer r.wg.Done()
+	defer r.life.Leave()
 	ctx, cancel := context.WithTimeout(r.ctx, openTimeout)
 	c, err := l.dial(ctx)
 	cancel()
@@ -307,12 +307,12 @@ var pendingCh = sync.Pool{New: func() any { return make(chan *frame, 1) }}
 // the runtime closes.
 func (c *outConn) start() {
 	r := c.l.t.r
-	if !r.enter() {
+	if !r.life.Enter() {
 		c.fail(ErrClosed)
 		return
 	}
 	go func() {
-		defer r.wg.Done()
+		defer r.life.Leave()
 		stop := context.AfterFunc(r.ctx, func() { c.fail(ErrClosed) })
 		defer stop()
 		c.read()
@@ -597,12 +597,12 @@ func newFrameWriter(s network.Stream, onErr func(error)) *frameWriter {
 
 // start runs the writer's goroutine until fail.
 func (w *frameWriter) start(r *Runtime) {
-	if !r.enter() {
+	if !r.life.Enter() {
 		w.fail(ErrClosed)
 		return
 	}
 	go func() {
-		defer r.wg.Done()
+		defer r.life.Leave()
 		for {
 			select {
 			case <-w.kick:

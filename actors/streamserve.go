@@ -3,7 +3,6 @@ package actors
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -20,11 +19,11 @@ import (
 // requests until the stream ends.
 func (t *transport) handleStream(s network.Stream) {
 	r := t.r
-	if !r.enter() {
+	if !r.life.Enter() {
 		_ = s.ResetWithError(network.StreamShutdown)
 		return
 	}
-	defer r.wg.Done()
+	defer r.life.Leave()
 	remote := s.Conn().RemotePeer()
 	stop := context.AfterFunc(r.ctx, func() { _ = s.Reset() })
 	defer stop()
@@ -184,7 +183,7 @@ func (in *inStream) serve() {
 	var buf []byte
 	pc := make(pathCache)
 	for {
-		if len(in.acks) > 0 && !frameBuffered(in.br) {
+		if len(in.acks) > 0 && !wireFraming.Buffered(in.br) {
 			in.flushAcks()
 		}
 		b, err := readFrame(in.br, buf)
@@ -207,16 +206,6 @@ func (in *inStream) serve() {
 			return
 		}
 	}
-}
-
-// frameBuffered reports whether a whole frame is buffered in br, so
-// that reading it does not wait.
-func frameBuffered(br *bufio.Reader) bool {
-	if br.Buffered() < 4 {
-		return false
-	}
-	h, _ := br.Peek(4)
-	return br.Buffered() >= 4+int(binary.BigEndian.Uint32(h))
 }
 
 // request handles one request frame without waiting for any actor.
@@ -320,7 +309,7 @@ func (in *inStream) park(to paths.Path, pk parked) {
 		in.mu.Unlock()
 		return
 	}
-	if !r.enter() {
+	if !r.life.Enter() {
 		in.mu.Unlock()
 		in.fail(pk.id, pk.tell, to, fmt.Errorf("actors: %s %s: %w", opName(pk.tell), to, ErrClosed))
 		return
@@ -335,7 +324,7 @@ func (in *inStream) park(to paths.Path, pk parked) {
 // room until its deadline (the runtime's send wait without one).
 func (in *inStream) drain(to paths.Path, q *parkQueue) {
 	r := in.t.r
-	defer r.wg.Done()
+	defer r.life.Leave()
 	for {
 		in.mu.Lock()
 		if len(q.items) == 0 {

@@ -2,18 +2,15 @@ package msg
 
 import (
 	"context"
-	"errors"
 	"io"
-	"os"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/p2p"
+	"blocktree.dev/bt/p2p/p2ptest"
 	"blocktree.dev/bt/paths"
 )
 
@@ -33,66 +30,26 @@ type testNode struct {
 // configured by cfg; both are closed at cleanup (or by stop).
 func start(t testing.TB, d *nettest.Domain, name string, cfg Config, bs ...peer.AddrInfo) *testNode {
 	t.Helper()
-	nk, p, w := d.Member(t, name)
-	nodeID := nettest.PrincipalID(t, nk.PublicKey())
-	id, err := p2p.NewIdentity(context.Background(), nk, w, p, 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := p2p.New(context.Background(), id, p2p.Config{
-		Listen:         []ma.Multiaddr{ma.StringCast(listenAddr())},
-		Bootstrap:      bs,
-		Loopback:       true,
-		RecordTTL:      time.Minute,
-		ResolveRefresh: time.Minute,
-		ResolveTimeout: 10 * time.Second,
-		Log:            nettest.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- n.Serve(context.Background()) }()
+	pn := p2ptest.Start(t, d, name, p2ptest.WithBootstrap(bs...))
 	if cfg.Log == nil {
 		cfg.Log = nettest.Logger()
 	}
-	r, err := New(n, cfg)
+	r, err := New(pn.Node, cfg)
 	if err != nil {
-		n.Close()
 		t.Fatal(err)
 	}
-	tn := &testNode{Router: r, node: n, nodeID: nodeID}
+	tn := &testNode{Router: r, node: pn.Node, nodeID: pn.NodeID}
 	var once sync.Once
 	tn.stop = func() {
 		once.Do(func() {
 			if err := r.Close(); err != nil {
-				t.Errorf("close router %s: %v", p, err)
+				t.Errorf("close router %s: %v", pn.Path(), err)
 			}
-			if err := n.Close(); err != nil {
-				t.Errorf("close node %s: %v", p, err)
-			}
-			select {
-			case err := <-served:
-				// ErrClosed: closed before Serve began, in a short test.
-				if err != nil && !errors.Is(err, p2p.ErrClosed) {
-					t.Errorf("serve %s: %v", p, err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("serve %s did not return after Close", p)
-			}
+			pn.Close()
 		})
 	}
 	t.Cleanup(tn.stop)
 	return tn
-}
-
-// listenAddr is where test nodes listen: TCP, or QUIC with
-// BT_TEST_TRANSPORT=quic.
-func listenAddr() string {
-	if os.Getenv("BT_TEST_TRANSPORT") == "quic" {
-		return "/ip4/127.0.0.1/udp/0/quic-v1"
-	}
-	return "/ip4/127.0.0.1/tcp/0"
 }
 
 // pair starts two nodes of d, b bootstrapped to a, and waits until both
@@ -109,17 +66,7 @@ func pair(t testing.TB, d *nettest.Domain, acfg, bcfg Config) (a, b *testNode) {
 func waitPublished(t testing.TB, nodes ...*testNode) {
 	t.Helper()
 	for _, n := range nodes {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			p := n.node.Published()
-			if p.Seq != 0 && p.Err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: record not published in 20s: %v", n.node.Path(), p.Err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		p2ptest.WaitPublished(t, n.node)
 	}
 }
 

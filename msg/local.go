@@ -57,9 +57,9 @@ func (r *Router) local(ctx context.Context, call bool, to paths.Path, body io.Re
 	} else {
 		hctx, cancel = context.WithDeadline(r.ctx, dl)
 	}
-	r.wg.Add(1) // within deliver's enter: Close waits for it
+	r.life.EnterWithin() // within deliver's Enter: Close waits for it
 	go func() {
-		defer r.wg.Done()
+		defer r.life.Leave()
 		defer r.release()
 		defer cancel()
 		if _, err := r.run(hctx, h, m); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/internal/lifecycle"
 	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
 )
@@ -143,12 +144,7 @@ type Router struct {
 	// p2p.Connect while that peer stays verified and connected.
 	nodes sync.Map // paths.Path → peer.ID
 
-	// mu guards closed and orders wg.Add against Close's Wait.
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup // every operation and goroutine in progress
-
-	closeOnce sync.Once
+	life lifecycle.Group // every operation and goroutine in progress
 }
 
 // endpoint is one registered handler; its identity tells a stale remove
@@ -191,29 +187,12 @@ func New(node *p2p.Node, cfg Config) (*Router, error) {
 // has returned and every operation has ended. It is idempotent and safe
 // to call concurrently; it always returns nil.
 func (r *Router) Close() error {
-	r.closeOnce.Do(func() {
+	r.life.Close(func() {
 		r.host.RemoveStreamHandler(ProtocolID)
-		r.mu.Lock()
-		r.closed = true
-		r.mu.Unlock()
 		r.cancel()
-		r.wg.Wait()
 	})
 	return nil
 }
-
-// enter registers an operation that Close waits for; false once closed.
-func (r *Router) enter() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return false
-	}
-	r.wg.Add(1)
-	return true
-}
-
-func (r *Router) leave() { r.wg.Done() }
 
 // Handle registers h for the exact path p, which must be this node's path
 // or under it (ErrNotOwnPath otherwise); a path has at most one handler

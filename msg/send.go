@@ -84,10 +84,10 @@ func opName(call bool) string {
 
 func (r *Router) deliver(ctx context.Context, call bool, to paths.Path, body io.Reader, size int64) ([]byte, error) {
 	op := opName(call)
-	if !r.enter() {
+	if !r.life.Enter() {
 		return nil, fmt.Errorf("msg: %s %s: %w", op, to, ErrClosed)
 	}
-	defer r.leave()
+	defer r.life.Leave()
 	switch {
 	case to.IsZero():
 		return nil, fmt.Errorf("msg: %s: empty target path: %w", op, ErrNoEndpoint)
@@ -255,9 +255,9 @@ func (x *exchange) large(q *request) ([]byte, error) {
 	br := getReader(s)
 	res := make(chan outcome, 1)
 	done := make(chan struct{})
-	x.r.wg.Add(1) // within deliver's enter: Close waits for it
+	x.r.life.EnterWithin() // within deliver's Enter: Close waits for it
 	go func() {
-		defer x.r.wg.Done()
+		defer x.r.life.Leave()
 		defer close(done)
 		x.readLarge(br, w, res)
 	}()

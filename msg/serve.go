@@ -17,11 +17,11 @@ import (
 // handleStream serves one inbound message: it runs on the goroutine
 // libp2p starts for the stream, and is the only one the message uses.
 func (r *Router) handleStream(s network.Stream) {
-	if !r.enter() {
+	if !r.life.Enter() {
 		_ = s.ResetWithError(network.StreamShutdown)
 		return
 	}
-	defer r.leave()
+	defer r.life.Leave()
 	r.serve(s)
 }
 

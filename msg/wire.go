@@ -16,6 +16,7 @@ import (
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/internal/canon"
+	"blocktree.dev/bt/internal/frame"
 	"blocktree.dev/bt/paths"
 )
 
@@ -200,30 +201,14 @@ var errFrameSize = errors.New("header length out of range")
 // returns it without copying: the slice is valid until br is read again.
 // A header longer than br's buffer is copied.
 func readHeader(br *bufio.Reader, limit int) ([]byte, error) {
-	l, err := binary.ReadUvarint(br)
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
-	if l == 0 || l > uint64(limit) {
-		return nil, fmt.Errorf("%w: %d bytes, want 1 to %d", errFrameSize, l, limit)
-	}
-	n := int(l)
-	if n <= br.Size() {
-		h, err := br.Peek(n)
-		if err != nil {
-			return nil, noEOF(err)
-		}
-		_, _ = br.Discard(n)
+	h, err := frame.Format{Prefix: frame.Uvarint, Max: limit}.Next(br)
+	switch {
+	case err == nil:
 		return h, nil
+	case errors.Is(err, frame.ErrTooLarge) || errors.Is(err, frame.ErrEmpty):
+		return nil, fmt.Errorf("%w: %w", errFrameSize, err)
 	}
-	h := make([]byte, n)
-	if _, err := io.ReadFull(br, h); err != nil {
-		return nil, noEOF(err)
-	}
-	return h, nil
+	return nil, noEOF(err)
 }
 
 func noEOF(err error) error {
@@ -258,8 +243,12 @@ var errNoProtocol = errors.New("protocol not supported")
 // maxToken bounds a multistream token, as go-multistream does.
 const maxToken = 1024
 
+// tokenFraming is multistream's: a uvarint length, then the token and
+// a newline.
+var tokenFraming = frame.Format{Prefix: frame.Uvarint, Max: maxToken}
+
 func appendToken(b []byte, tok string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(tok)+1))
+	b = tokenFraming.AppendLen(b, len(tok)+1)
 	return append(append(b, tok...), '\n')
 }
 
@@ -267,18 +256,14 @@ func appendToken(b []byte, tok string) []byte {
 // echoed, or "na" (errNoProtocol).
 func readSelected(br *bufio.Reader) error {
 	for _, want := range [...]string{msmux.ProtocolID, string(ProtocolID)} {
-		l, err := binary.ReadUvarint(br)
-		if err != nil {
+		tok, err := tokenFraming.Next(br)
+		switch {
+		case errors.Is(err, frame.ErrTooLarge) || errors.Is(err, frame.ErrEmpty):
+			return fmt.Errorf("multistream token: %w: %v", ErrBadMessage, err)
+		case err != nil:
 			return noEOF(err)
 		}
-		if l == 0 || l > maxToken {
-			return fmt.Errorf("multistream token of %d bytes: %w", l, ErrBadMessage)
-		}
-		tok, err := br.Peek(int(l))
-		if err != nil {
-			return noEOF(err)
-		}
-		_, _ = br.Discard(int(l))
+		l := len(tok)
 		switch {
 		case tok[l-1] != '\n':
 			return fmt.Errorf("multistream token without a newline: %w", ErrBadMessage)

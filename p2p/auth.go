@@ -17,6 +17,7 @@ import (
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/internal/canon"
+	"blocktree.dev/bt/internal/frame"
 	"blocktree.dev/bt/paths"
 )
 
@@ -323,9 +324,11 @@ func (n *Node) sendProof(c network.Conn) {
 		return
 	}
 	rw := msmux.NewMSSelect(s, AuthProtocol)
-	frame := binary.AppendUvarint(make([]byte, 0, len(n.proof)+binary.MaxVarintLen64), uint64(len(n.proof)))
-	frame = append(frame, n.proof...)
-	if _, err := rw.Write(frame); err != nil {
+	frame, err := proofFraming.Append(make([]byte, 0, len(n.proof)+binary.MaxVarintLen64), n.proof)
+	if err == nil {
+		_, err = rw.Write(frame)
+	}
+	if err != nil {
 		log.Debug("auth: send proof", "err", err)
 		s.Reset()
 		return
@@ -382,18 +385,11 @@ func (n *Node) handleAuth(s network.Stream) {
 	_, _ = s.Write([]byte{verdict})
 }
 
-// readFrame reads a uvarint length and that many bytes, at most max.
+// proofFraming is the auth protocol's framing: a uvarint length and
+// the proof, 1 to MaxProofSize bytes.
+var proofFraming = frame.Format{Prefix: frame.Uvarint, Max: MaxProofSize}
+
+// readFrame reads a uvarint length and that many bytes, 1 to max.
 func readFrame(r *bufio.Reader, max int) ([]byte, error) {
-	l, err := binary.ReadUvarint(r)
-	if err != nil {
-		return nil, err
-	}
-	if l == 0 || l > uint64(max) {
-		return nil, fmt.Errorf("frame of %d bytes, want 1 to %d", l, max)
-	}
-	b := make([]byte, l)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, err
-	}
-	return b, nil
+	return frame.Format{Prefix: frame.Uvarint, Max: max}.Read(r, nil)
 }

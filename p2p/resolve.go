@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/sync/singleflight"
 
 	"blocktree.dev/bt/paths"
 )
@@ -45,9 +46,12 @@ const (
 // resolveCache holds resolutions by path. Safe for concurrent use.
 type resolveCache struct {
 	mu sync.RWMutex
-	// entries and inflight are guarded by mu.
-	entries  map[paths.Path]*cacheEntry
-	inflight map[paths.Path]*lookupCall
+	// entries is guarded by mu.
+	entries map[paths.Path]*cacheEntry
+
+	// lookups shares one DHT lookup among concurrent Resolves of a path,
+	// keyed by the path's string.
+	lookups singleflight.Group
 }
 
 type cacheEntry struct {
@@ -56,15 +60,8 @@ type cacheEntry struct {
 	lastUsed atomic.Int64 // Unix nanoseconds of the last Resolve served
 }
 
-// lookupCall is one DHT lookup that concurrent Resolves of a path share.
-type lookupCall struct {
-	done chan struct{}
-	res  Resolution
-	err  error
-}
-
 func newResolveCache() *resolveCache {
-	return &resolveCache{entries: make(map[paths.Path]*cacheEntry), inflight: make(map[paths.Path]*lookupCall)}
+	return &resolveCache{entries: make(map[paths.Path]*cacheEntry)}
 }
 
 // get returns a fresh cached resolution of p: unexpired and fetched less
@@ -156,29 +153,17 @@ func (n *Node) resolveNetwork(ctx context.Context, p paths.Path, used bool) (Res
 	if n.ctx.Err() != nil {
 		return Resolution{}, fmt.Errorf("p2p: resolve %s: %w", p, ErrClosed)
 	}
-	c := n.cache
-	c.mu.Lock()
-	call, joined := c.inflight[p]
-	if !joined {
-		call = &lookupCall{done: make(chan struct{})}
-		c.inflight[p] = call
-	}
-	c.mu.Unlock()
-	if !joined {
-		// The lookup runs on the node's context bounded by the first
-		// caller's deadline; later callers wait for it or their own ctx.
+	// The lookup runs on the node's context bounded by the first
+	// caller's deadline; every caller waits for it or its own ctx.
+	ch := n.cache.lookups.DoChan(p.String(), func() (any, error) {
 		lctx, cancel := n.lookupContext(ctx)
-		call.res, call.err = n.lookup(lctx, p, used)
-		cancel()
-		c.mu.Lock()
-		delete(c.inflight, p)
-		c.mu.Unlock()
-		close(call.done)
-		return call.res, call.err
-	}
+		defer cancel()
+		return n.lookup(lctx, p, used)
+	})
 	select {
-	case <-call.done:
-		return call.res, call.err
+	case r := <-ch:
+		res, _ := r.Val.(Resolution)
+		return res, r.Err
 	case <-ctx.Done():
 		return Resolution{}, fmt.Errorf("p2p: resolve %s: %w: %w", p, ErrNotFound, ctx.Err())
 	}

@@ -5,15 +5,13 @@ import (
 	"context"
 	"crypto/ecdh"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	ma "github.com/multiformats/go-multiaddr"
-
 	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/p2p"
+	"blocktree.dev/bt/p2p/p2ptest"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/tpm/softkey"
 )
@@ -24,12 +22,7 @@ import (
 // member makes a node of d named name: its identity and node key.
 func member(t testing.TB, d *nettest.Domain, name string) (*p2p.Identity, *softkey.Key) {
 	t.Helper()
-	nk, p, w := d.Member(t, name)
-	id, err := p2p.NewIdentity(context.Background(), nk, w, p, 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id, nk
+	return p2ptest.Identity(t, d, name)
 }
 
 // testNode is one node of a test network: its p2p node, node key and
@@ -63,18 +56,10 @@ func newTestNet(t testing.TB, d *nettest.Domain, cfg Config, names ...string) []
 func startTestNode(t testing.TB, name string, id *p2p.Identity, key *softkey.Key, cfg Config) *testNode {
 	t.Helper()
 	n := &testNode{name: name, id: id, key: key}
-	node, err := p2p.New(context.Background(), id, p2p.Config{
-		Listen:    []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
-		Loopback:  true,
-		RecordTTL: time.Minute,
-		Log:       nettest.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// p2p's default resolve refresh and timeout, as these tests have always had.
+	pn := p2ptest.StartWith(t, id, key, p2ptest.WithConfig(func(c *p2p.Config) { c.ResolveRefresh, c.ResolveTimeout = 0, 0 }))
+	node := pn.Node
 	n.node = node
-	serveDone := make(chan error, 1)
-	go func() { serveDone <- node.Serve(context.Background()) }()
 	if cfg.Log == nil {
 		cfg.Log = nettest.Logger()
 	}
@@ -84,25 +69,13 @@ func startTestNode(t testing.TB, name string, id *p2p.Identity, key *softkey.Key
 	}
 	ps, err := New(context.Background(), node, id, cfg)
 	if err != nil {
-		node.Close()
 		t.Fatal(err)
 	}
 	n.ps = ps
-	var once sync.Once
 	t.Cleanup(func() {
-		once.Do(func() {
-			if err := ps.Close(); err != nil {
-				t.Errorf("close pubsub %s: %v", name, err)
-			}
-			if err := node.Close(); err != nil {
-				t.Errorf("close node %s: %v", name, err)
-			}
-			select {
-			case <-serveDone:
-			case <-time.After(10 * time.Second):
-				t.Errorf("serve %s did not return after Close", name)
-			}
-		})
+		if err := ps.Close(); err != nil {
+			t.Errorf("close pubsub %s: %v", name, err)
+		}
 	})
 	return n
 }
@@ -111,27 +84,11 @@ func startTestNode(t testing.TB, name string, id *p2p.Identity, key *softkey.Key
 // verified the other's path.
 func connectAll(t testing.TB, nodes []*testNode) {
 	t.Helper()
-	ctx := nettest.Context(t, 30*time.Second)
-	for i, a := range nodes {
-		for _, b := range nodes[i+1:] {
-			if err := a.node.Host().Connect(ctx, b.node.AddrInfo()); err != nil {
-				t.Fatalf("connect %s to %s: %v", a.name, b.name, err)
-			}
-		}
+	var ns []*p2p.Node
+	for _, n := range nodes {
+		ns = append(ns, n.node)
 	}
-	nettest.WaitFor(t, 20*time.Second, "paths verified", func() bool {
-		for _, a := range nodes {
-			for _, b := range nodes {
-				if a == b {
-					continue
-				}
-				if p, ok := a.node.VerifiedPath(b.node.ID()); !ok || p != b.path() {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	p2ptest.Connect(t, ns...)
 }
 
 func subscribe(t testing.TB, n *testNode, pt paths.Pattern) *Subscription {

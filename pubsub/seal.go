@@ -18,6 +18,7 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"golang.org/x/sync/singleflight"
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/paths"
@@ -194,10 +195,13 @@ type opener struct {
 	decap func(context.Context, *ecdh.PublicKey) ([]byte, error)
 	log   *slog.Logger
 
-	// mu guards keys and inflight.
-	mu       sync.Mutex
-	keys     *lru.Cache[string, *openedKey]
-	inflight map[string]chan struct{} // unwraps under way, closed when done
+	// mu guards keys.
+	mu   sync.Mutex
+	keys *lru.Cache[string, *openedKey]
+
+	// unwraps shares one unwrap of a topic key among the messages that
+	// need it at once, keyed by openRef.
+	unwraps singleflight.Group
 }
 
 // openedKey is what a subscriber knows of one topic key: the AEAD, or nil
@@ -212,7 +216,7 @@ func newOpener(self paths.ID, decap func(context.Context, *ecdh.PublicKey) ([]by
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &opener{self: self, decap: decap, log: log, keys: keys, inflight: make(map[string]chan struct{})}
+	return &opener{self: self, decap: decap, log: log, keys: keys}
 }
 
 // openRef names a topic key: publisher node, topic and key ID.
@@ -268,33 +272,35 @@ func (o *opener) openCached(in *inbound) (pt []byte, readable, known bool) {
 // key returns the AEAD of the key ref, unwrapping it from in's readcaps on
 // first use; concurrent first uses share one unwrap.
 func (o *opener) key(ctx context.Context, ref string, in *inbound) cipher.AEAD {
-	for {
-		o.mu.Lock()
-		if e, ok := o.keys.Get(ref); ok && (e.aead != nil || e.retryAt.IsZero() || time.Now().Before(e.retryAt)) {
-			o.mu.Unlock()
-			return e.aead
+	if e, ok := o.known(ref); ok {
+		return e.aead
+	}
+	ch := o.unwraps.DoChan(ref, func() (any, error) {
+		// Again, now alone: an unwrap that has just ended has cached its key.
+		if e, ok := o.known(ref); ok {
+			return e, nil
 		}
-		if ch, ok := o.inflight[ref]; ok {
-			o.mu.Unlock()
-			select {
-			case <-ch:
-				continue
-			case <-ctx.Done():
-				return nil
-			}
-		}
-		ch := make(chan struct{})
-		o.inflight[ref] = ch
-		o.mu.Unlock()
-
 		e := o.unwrap(ctx, in)
 		o.mu.Lock()
 		o.keys.Add(ref, e)
-		delete(o.inflight, ref)
-		close(ch)
 		o.mu.Unlock()
-		return e.aead
+		return e, nil
+	})
+	select {
+	case r := <-ch:
+		return r.Val.(*openedKey).aead
+	case <-ctx.Done():
+		return nil
 	}
+}
+
+// known returns what is cached of ref when it is still the answer: a key,
+// a refusal for good, or one not yet due for a retry.
+func (o *opener) known(ref string) (*openedKey, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e, ok := o.keys.Get(ref)
+	return e, ok && (e.aead != nil || e.retryAt.IsZero() || time.Now().Before(e.retryAt))
 }
 
 // unwrap finds this node's readcap in in and opens it with Decapsulate.

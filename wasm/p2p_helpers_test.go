@@ -1,17 +1,16 @@
 package wasm
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"blocktree.dev/bt/actors"
 	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/p2p"
+	"blocktree.dev/bt/p2p/p2ptest"
 )
 
 // p2pNode is a real libp2p node on 127.0.0.1 with a msg router and an
@@ -23,45 +22,22 @@ type p2pNode struct {
 
 func startP2PNode(t testing.TB, d *nettest.Domain, name string, bs []peer.AddrInfo) *p2pNode {
 	t.Helper()
-	nk, p, w := d.Member(t, name)
-	id, err := p2p.NewIdentity(context.Background(), nk, w, p, 24*time.Hour)
+	pn := p2ptest.Start(t, d, name, p2ptest.WithBootstrap(bs...),
+		p2ptest.WithConfig(func(c *p2p.Config) { c.ResolveTimeout = 5 * time.Second }))
+	router, err := msg.New(pn.Node, msg.Config{Log: nettest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := p2p.New(context.Background(), id, p2p.Config{
-		Listen:         []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
-		Bootstrap:      bs,
-		Loopback:       true,
-		RecordTTL:      time.Minute,
-		ResolveRefresh: time.Minute,
-		ResolveTimeout: 5 * time.Second,
-		Log:            nettest.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- n.Serve(context.Background()) }()
-	router, err := msg.New(n, msg.Config{Log: nettest.Logger()})
-	if err != nil {
-		n.Close()
-		t.Fatal(err)
-	}
-	acts, err := actors.New(n.Path(), router, actors.WithP2P(n))
+	acts, err := actors.New(pn.Path(), router, actors.WithP2P(pn.Node))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		acts.Close()
 		router.Close()
-		n.Close()
-		select {
-		case <-served:
-		case <-time.After(10 * time.Second):
-			t.Errorf("serve %s did not return after Close", p)
-		}
+		pn.Close()
 	})
-	return &p2pNode{node: n, acts: acts}
+	return &p2pNode{node: pn.Node, acts: acts}
 }
 
 // p2pPair starts nodes a and b of d, b bootstrapped to a, and waits until
@@ -70,11 +46,6 @@ func p2pPair(t testing.TB, d *nettest.Domain) (a, b *p2pNode) {
 	t.Helper()
 	a = startP2PNode(t, d, "a", nil)
 	b = startP2PNode(t, d, "b", []peer.AddrInfo{a.node.AddrInfo()})
-	for _, n := range []*p2pNode{a, b} {
-		nettest.WaitFor(t, 20*time.Second, "record published", func() bool {
-			pub := n.node.Published()
-			return pub.Seq != 0 && pub.Err == nil
-		})
-	}
+	p2ptest.WaitPublished(t, a.node, b.node)
 	return a, b
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"blocktree.dev/bt/blocks"
+	"blocktree.dev/bt/internal/lifecycle"
 	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
 )
@@ -206,12 +207,7 @@ type Exchange struct {
 	answers     map[peer.ID]*answerTimes
 	peerStreams map[peer.ID]int
 
-	// mu guards closed and orders wg.Add against Close's Wait.
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup // every operation, stream handler and goroutine
-
-	closeOnce sync.Once
+	life lifecycle.Group // every operation, stream handler and goroutine
 }
 
 // New makes an Exchange for node over store and registers Protocol's
@@ -246,41 +242,15 @@ func New(node *p2p.Node, store blocks.PinStore, cfg Config) (*Exchange, error) {
 // ErrClosed), and waits for every goroutine it started. It is idempotent
 // and safe to call concurrently; it always returns nil.
 func (x *Exchange) Close() error {
-	x.closeOnce.Do(func() {
+	x.life.Close(func() {
 		x.node.Host().RemoveStreamHandler(Protocol)
-		x.mu.Lock()
-		x.closed = true
-		x.mu.Unlock()
 		x.cancel()
-		x.wg.Wait()
 	})
 	return nil
 }
 
-// enter registers an operation that Close waits for; false once closed.
-func (x *Exchange) enter() bool {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.closed {
-		return false
-	}
-	x.wg.Add(1)
-	return true
-}
-
-func (x *Exchange) leave() { x.wg.Done() }
-
 // spawn runs f on a goroutine that Close waits for, unless closed.
-func (x *Exchange) spawn(f func()) bool {
-	if !x.enter() {
-		return false
-	}
-	go func() {
-		defer x.leave()
-		f()
-	}()
-	return true
-}
+func (x *Exchange) spawn(f func()) bool { return x.life.Go(f) }
 
 // opContext returns a context that ends with ctx or when the Exchange
 // closes.
@@ -293,10 +263,10 @@ func (x *Exchange) opContext(ctx context.Context) (context.Context, context.Canc
 // Provide announces root in the DHT (p2p Node.Provide), so that Fetches
 // whose Where names root find this node when the hosts fail.
 func (x *Exchange) Provide(ctx context.Context, root cid.Cid) error {
-	if !x.enter() {
+	if !x.life.Enter() {
 		return fmt.Errorf("exchange: provide %s: %w", root, ErrClosed)
 	}
-	defer x.leave()
+	defer x.life.Leave()
 	ctx, cancel := x.opContext(ctx)
 	defer cancel()
 	if err := x.node.Provide(ctx, root); err != nil {

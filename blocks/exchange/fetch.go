@@ -49,10 +49,10 @@ import (
 // wants): they linger on the Exchange until answered, or RequestTimeout of
 // silence (a strike), or Close. Safe for concurrent use.
 func (x *Exchange) Fetch(ctx context.Context, cids []cid.Cid, where Where, fn func(blocks.Block) error) error {
-	if !x.enter() {
+	if !x.life.Enter() {
 		return fmt.Errorf("exchange: fetch: %w", ErrClosed)
 	}
-	defer x.leave()
+	defer x.life.Leave()
 	ctx, cancel := x.opContext(ctx)
 	defer cancel()
 	return x.fetch(ctx, cids, where, fn)

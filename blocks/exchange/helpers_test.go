@@ -14,12 +14,12 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"blocktree.dev/bt/blocks"
 	"blocktree.dev/bt/blocks/memstore"
 	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/p2p"
+	"blocktree.dev/bt/p2p/p2ptest"
 )
 
 // Tests run in-process libp2p nodes on 127.0.0.1 (TCP), NAT traversal and
@@ -48,52 +48,23 @@ func newStore() blocks.PinStore {
 // configured by cfg; both close at cleanup (or by stop).
 func start(t testing.TB, d *nettest.Domain, name string, cfg Config, bs ...peer.AddrInfo) *testNode {
 	t.Helper()
-	nk, p, w := d.Member(t, name)
-	id, err := p2p.NewIdentity(context.Background(), nk, w, p, 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := p2p.New(context.Background(), id, p2p.Config{
-		Listen:         []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
-		Bootstrap:      bs,
-		Loopback:       true,
-		RecordTTL:      time.Minute,
-		ResolveRefresh: time.Minute,
-		ResolveTimeout: 10 * time.Second,
-		Log:            nettest.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- n.Serve(context.Background()) }()
+	pn := p2ptest.Start(t, d, name, p2ptest.WithBootstrap(bs...))
 	if cfg.Log == nil {
 		cfg.Log = nettest.Logger()
 	}
 	st := newStore()
-	x, err := New(n, st, cfg)
+	x, err := New(pn.Node, st, cfg)
 	if err != nil {
-		n.Close()
 		t.Fatal(err)
 	}
-	tn := &testNode{Exchange: x, node: n, store: st}
+	tn := &testNode{Exchange: x, node: pn.Node, store: st}
 	var once sync.Once
 	tn.stop = func() {
 		once.Do(func() {
 			if err := x.Close(); err != nil {
-				t.Errorf("close exchange %s: %v", p, err)
+				t.Errorf("close exchange %s: %v", pn.Path(), err)
 			}
-			if err := n.Close(); err != nil {
-				t.Errorf("close node %s: %v", p, err)
-			}
-			select {
-			case err := <-served:
-				if err != nil && !errors.Is(err, p2p.ErrClosed) {
-					t.Errorf("serve %s: %v", p, err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("serve %s did not return after Close", p)
-			}
+			pn.Close()
 			_ = st.Close()
 		})
 	}
@@ -117,10 +88,7 @@ func cluster(t testing.TB, d *nettest.Domain, n int, cfg Config) []*testNode {
 func waitPublished(t testing.TB, nodes ...*testNode) {
 	t.Helper()
 	for _, n := range nodes {
-		nettest.WaitFor(t, 20*time.Second, "record of "+n.node.Path().String(), func() bool {
-			p := n.node.Published()
-			return p.Seq != 0 && p.Err == nil
-		})
+		p2ptest.WaitPublished(t, n.node)
 	}
 }
 

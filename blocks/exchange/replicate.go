@@ -90,10 +90,10 @@ func (x *Exchange) Unreplicate(ctx context.Context, p peer.ID, pin string) error
 // (nil) or an error frame; other frames go to other, which may end the
 // request (true) or fail it.
 func (x *Exchange) request(ctx context.Context, p peer.ID, frames [][]byte, other func(frameType, []byte) (bool, error)) error {
-	if !x.enter() {
+	if !x.life.Enter() {
 		return ErrClosed
 	}
-	defer x.leave()
+	defer x.life.Leave()
 	ctx, cancel := x.opContext(ctx)
 	defer cancel()
 	timeout := x.cfg.RequestTimeout

@@ -22,11 +22,11 @@ import (
 // for it: a run of want lists, one replication request, or one
 // unreplication request, as its first frame says.
 func (x *Exchange) handleStream(s network.Stream) {
-	if !x.enter() {
+	if !x.life.Enter() {
 		_ = s.ResetWithError(network.StreamShutdown)
 		return
 	}
-	defer x.leave()
+	defer x.life.Leave()
 	remote := s.Conn().RemotePeer()
 	bw := bufio.NewWriterSize(s, 16<<10)
 	refuse := func(code errCode, why string) {

@@ -12,6 +12,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"blocktree.dev/bt/blocks"
+	"blocktree.dev/bt/internal/frame"
 )
 
 // Wire format, version 1 (docs/exchange.md). Every message is one frame:
@@ -134,26 +135,12 @@ func readFrame(r *bufio.Reader, buf []byte) (frameType, []byte, error) {
 	if !ok {
 		return 0, nil, fmt.Errorf("%w: %w %d", ErrProtocol, errType, tb)
 	}
-	n, err := binary.ReadUvarint(r)
-	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, nil, io.ErrUnexpectedEOF
-		}
-		if err.Error() == "binary: varint overflows a 64-bit integer" { // unexported in encoding/binary
-			return 0, nil, fmt.Errorf("%w: %s frame: %w: length overflows", ErrProtocol, t, errOversize)
-		}
-		return 0, nil, err
-	}
-	if n > uint64(limit) {
-		return 0, nil, fmt.Errorf("%w: %s frame of %d bytes, limit %d: %w", ErrProtocol, t, n, limit, errOversize)
-	}
-	var body []byte
-	if int(n) <= cap(buf) {
-		body = buf[:n]
-	} else {
-		body = make([]byte, n)
-	}
-	if _, err := io.ReadFull(r, body); err != nil {
+	body, err := frame.Format{Prefix: frame.Uvarint, Max: limit, Empty: true}.Read(r, buf)
+	switch {
+	case err == nil:
+	case errors.Is(err, frame.ErrTooLarge):
+		return 0, nil, fmt.Errorf("%w: %s frame: %w: %w", ErrProtocol, t, errOversize, err)
+	default:
 		return 0, nil, noEOF(err)
 	}
 	return t, body, nil
@@ -169,7 +156,7 @@ func noEOF(err error) error {
 // appendHeader appends a frame header for a body of n bytes.
 func appendHeader(b []byte, t frameType, n int) []byte {
 	b = append(b, wireVersion, byte(t))
-	return binary.AppendUvarint(b, uint64(n))
+	return frame.Format{Prefix: frame.Uvarint}.AppendLen(b, n)
 }
 
 // appendFrame appends a whole frame.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"blocktree.dev/bt/blocks"
 	"blocktree.dev/bt/blocks/exchange"
@@ -21,6 +20,7 @@ import (
 	"blocktree.dev/bt/fsys/host"
 	"blocktree.dev/bt/internal/nettest"
 	"blocktree.dev/bt/p2p"
+	"blocktree.dev/bt/p2p/p2ptest"
 	"blocktree.dev/bt/paths"
 )
 
@@ -38,32 +38,14 @@ type testNode struct {
 
 func startNode(t testing.TB, d *nettest.Domain, name string, bs ...peer.AddrInfo) *testNode {
 	t.Helper()
-	nk, p, w := d.Member(t, name)
-	id, err := p2p.NewIdentity(context.Background(), nk, w, p, 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := p2p.New(context.Background(), id, p2p.Config{
-		Listen:    []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")},
-		Bootstrap: bs, Loopback: true, RecordTTL: time.Minute, ResolveRefresh: time.Minute,
-		ResolveTimeout: 10 * time.Second, Log: nettest.Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- n.Serve(context.Background()) }()
+	pn := p2ptest.Start(t, d, name, p2ptest.WithBootstrap(bs...))
 	st := memstore.New()
-	x, err := exchange.New(n, st, exchange.Config{Log: nettest.Logger()})
+	x, err := exchange.New(pn.Node, st, exchange.Config{Log: nettest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		x.Close()
-		n.Close()
-		<-served
-	})
-	return &testNode{node: n, id: id, nodeID: nettest.PrincipalID(t, nk.PublicKey()), store: st, xch: x}
+	t.Cleanup(func() { x.Close() }) // before the node's, registered earlier
+	return &testNode{node: pn.Node, id: pn.Identity, nodeID: pn.NodeID, store: st, xch: x}
 }
 
 // fetcher is the daemon's FetchFunc: exchange.Fetch from the given peers.

@@ -16,6 +16,7 @@ import (
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/fsys"
+	"blocktree.dev/bt/internal/lifecycle"
 	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
 )
@@ -69,19 +70,17 @@ type Server struct {
 	log  *slog.Logger
 	slot chan struct{} // MaxStreams
 
-	// mu guards vols, peers, watches and closed, and orders wg.Add
-	// against Close's Wait.
+	// mu guards vols, peers and watches.
 	mu      sync.Mutex
 	vols    map[paths.Path]*volume
 	peers   map[peer.ID]int
 	watches map[peer.ID]int
-	closed  bool
-	wg      sync.WaitGroup
+
+	life lifecycle.Group // Serve and every stream being served
 
 	nudge  chan struct{}
 	ctx    context.Context
 	cancel context.CancelFunc
-	once   sync.Once
 }
 
 // volume is one hosted volume.
@@ -173,10 +172,10 @@ func (s *Server) Volumes() []paths.Path {
 // VolumeCID, at once (retrying every 10 s until it succeeds), then every
 // Reprovide, until ctx ends or the server is closed. It returns nil then.
 func (s *Server) Serve(ctx context.Context) error {
-	if !s.enter() {
+	if !s.life.Enter() {
 		return nil
 	}
-	defer s.leave()
+	defer s.life.Leave()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(s.ctx, cancel)()
@@ -225,28 +224,12 @@ func (s *Server) Serve(ctx context.Context) error {
 // Close removes the handler, ends every stream being served and waits
 // for their goroutines. Idempotent.
 func (s *Server) Close() error {
-	s.once.Do(func() {
+	s.life.Close(func() {
 		s.node.Host().RemoveStreamHandler(Protocol)
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
 		s.cancel()
-		s.wg.Wait()
 	})
 	return nil
 }
-
-func (s *Server) enter() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *Server) leave() { s.wg.Done() }
 
 // committerKey carries the committing peer in a Commit's context.
 type committerKey struct{}
@@ -280,11 +263,11 @@ func HaveBlocks(fetch FetchFunc) func(ctx context.Context, tx *fsys.Tx, missing 
 
 // handle serves one stream: one request, or one Watch.
 func (s *Server) handle(st network.Stream) {
-	if !s.enter() {
+	if !s.life.Enter() {
 		st.Reset()
 		return
 	}
-	defer s.leave()
+	defer s.life.Leave()
 	remote := st.Conn().RemotePeer()
 	select {
 	case s.slot <- struct{}{}:

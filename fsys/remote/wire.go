@@ -13,6 +13,7 @@ import (
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/fsys"
 	"blocktree.dev/bt/internal/canon"
+	"blocktree.dev/bt/internal/frame"
 	"blocktree.dev/bt/paths"
 )
 
@@ -147,30 +148,23 @@ var errProtocol = errors.New("fs protocol violation")
 
 // --- frames ---
 
-// writeFrame writes a uvarint length and the body.
+// writeFrame writes a uvarint length and the body, 1 to MaxFrame bytes.
 func writeFrame(w io.Writer, body []byte) error {
-	if len(body) == 0 || len(body) > MaxFrame {
-		return fmt.Errorf("frame of %d bytes, want 1 to %d: %w", len(body), MaxFrame, errProtocol)
+	b, err := frame.Format{Prefix: frame.Uvarint, Max: MaxFrame}.Append(make([]byte, 0, len(body)+binary.MaxVarintLen64), body)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errProtocol, err)
 	}
-	buf := binary.AppendUvarint(make([]byte, 0, len(body)+binary.MaxVarintLen64), uint64(len(body)))
-	_, err := w.Write(append(buf, body...))
+	_, err = w.Write(b)
 	return err
 }
 
-// readFrame reads one frame of at most max bytes.
+// readFrame reads one frame of 1 to max bytes.
 func readFrame(r *bufio.Reader, max int) ([]byte, error) {
-	l, err := binary.ReadUvarint(r)
-	if err != nil {
-		return nil, err
+	b, err := frame.Format{Prefix: frame.Uvarint, Max: max}.Read(r, nil)
+	if errors.Is(err, frame.ErrTooLarge) || errors.Is(err, frame.ErrEmpty) {
+		return nil, fmt.Errorf("%w: %w", errProtocol, err)
 	}
-	if l == 0 || l > uint64(max) {
-		return nil, fmt.Errorf("frame of %d bytes, want 1 to %d: %w", l, max, errProtocol)
-	}
-	b := make([]byte, l)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, err
-	}
-	return b, nil
+	return b, err
 }
 
 // --- request and response ---

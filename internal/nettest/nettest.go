@@ -4,9 +4,10 @@
 // polling and logs. Every helper fails the test through t on error.
 //
 // It is for tests only. It starts no nodes and does not import
-// blocktree.dev/bt/p2p, so that p2p's own in-package tests can use it; each
-// package builds its nodes on it in its own way. Set BT_TEST_LOG=1 to have
-// Logger log at debug level to stderr.
+// blocktree.dev/bt/p2p, so that p2p's own in-package tests can use it; the
+// tests of the packages above p2p start their nodes with p2p/p2ptest,
+// which is built on it. Set BT_TEST_LOG=1 to have Logger log at debug
+// level to stderr.
 package nettest
 
 import (
