@@ -20,7 +20,7 @@ const module = "blocktree.dev/bt"
 var layers = [][]string{
 	// Path syntax and the helpers that import nothing from Blocktree.
 	{"paths", "internal/canon", "internal/atomicfile", "internal/benchcmp", "internal/fsbench",
-		"internal/groupcommit", "internal/supervise"},
+		"internal/groupcommit", "internal/supervise", "internal/frame", "internal/lifecycle"},
 	// Key custody: the contract, its implementations and conformance suite.
 	{"tpm"},
 	// Writecaps, readcaps, host certificates; nettest makes test identities.
