@@ -141,7 +141,7 @@ type local struct {
 	admin *signer // may write anywhere in the domain
 }
 
-func newLocal(t testing.TB) *local {
+func newLocal(t testing.TB, opts ...func(*Config)) *local {
 	t.Helper()
 	l := &local{d: nettest.NewDomain(t), files: newMemFiles()}
 	l.node = l.d.Path(t, "n")
@@ -151,7 +151,11 @@ func newLocal(t testing.TB) *local {
 	}
 	t.Cleanup(func() { acts.Close() })
 	l.acts = acts
-	rt, err := New(context.Background(), Config{Actors: acts, Files: l.files, Log: nettest.Logger()})
+	cfg := Config{Actors: acts, Files: l.files, Log: nettest.Logger()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	rt, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -246,7 +246,10 @@ func TestManifestRights(t *testing.T) {
 // TestCrashLoop: a module that crashes as it starts is restarted with
 // exponential back-off, reported, and given up on after MaxRestarts.
 func TestCrashLoop(t *testing.T) {
-	l := newLocal(t)
+	// The clock stands still, so no start counts as having run well (which
+	// starts the back-off over) however slow the machine is, as under -race.
+	now := time.Now()
+	l := newLocal(t, func(c *Config) { c.Clock = func() time.Time { return now } })
 	sm := l.admin.sign(t, Manifest{Name: "crasher", Module: l.module(t, "crasher"),
 		Restart: RestartPolicy{Mode: RestartAlways, MaxRestarts: 4, Backoff: 20 * time.Millisecond, MaxBackoff: 80 * time.Millisecond}})
 	ctx := nettest.Context(t, 60*time.Second)

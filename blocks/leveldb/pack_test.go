@@ -117,7 +117,7 @@ func TestPutMany(t *testing.T) {
 	wantBlocks(t, s, want)
 	// One bad block: nothing stored.
 	good, bad := newBlock(t, 50<<10), newBlock(t, 50<<10)
-	bad.Data = append([]byte{1}, bad.Data[1:]...)
+	bad.Data = append([]byte{bad.Data[0] ^ 1}, bad.Data[1:]...) // differs from the original whatever its first byte
 	if err := s.PutMany(ctx, []blocks.Block{good, bad}); !errors.Is(err, blocks.ErrIntegrity) {
 		t.Fatalf("PutMany with a bad block = %v", err)
 	}
@@ -433,7 +433,7 @@ func TestFailedAppend(t *testing.T) {
 	// A block that does not match its CID is written and synced while it
 	// is hashed, then truncated away.
 	for _, c := range []cid.Cid{b.CID, a.CID} { // absent, present
-		bad := blocks.Block{CID: c, Data: append([]byte{1}, b.Data[1:]...)}
+		bad := blocks.Block{CID: c, Data: append([]byte{b.Data[0] ^ 1}, b.Data[1:]...)}
 		if err := s.Put(ctx, bad); !errors.Is(err, blocks.ErrIntegrity) {
 			t.Fatalf("Put of a wrong block = %v", err)
 		}
