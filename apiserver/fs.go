@@ -233,46 +233,14 @@ func (f *fsAPI) rm(ctx context.Context, req api.FSRemoveRequest) (api.FSRemoveRe
 	if err != nil {
 		return none, err
 	}
-	a, err := f.client.Lookup(ctx, dir.Ino, name)
-	if err != nil {
-		return none, err
+	n, err := f.Remove(ctx, dir.Ino, name, req.Recursive)
+	if errors.Is(err, fsys.ErrNotEmpty) && !req.Recursive {
+		return none, fmt.Errorf("%w (use -r to remove it and everything under it)", err)
 	}
-	n, err := f.remove(ctx, dir.Ino, name, a, req.Recursive)
 	if err != nil {
 		return none, err
 	}
 	return api.FSRemoveResult{Removed: n}, nil
-}
-
-func (f *fsAPI) remove(ctx context.Context, dir fsys.Ino, name string, a fsys.Attr, recursive bool) (int, error) {
-	if a.Kind != fsys.KindDir {
-		return 1, f.client.Unlink(ctx, dir, name)
-	}
-	n := 0
-	if recursive {
-		ents, err := f.client.Readdir(ctx, a.Ino)
-		if err != nil {
-			return n, err
-		}
-		for _, e := range ents {
-			ca, err := f.client.Lookup(ctx, a.Ino, e.Name)
-			if err != nil {
-				return n, err
-			}
-			m, err := f.remove(ctx, a.Ino, e.Name, ca, true)
-			n += m
-			if err != nil {
-				return n, err
-			}
-		}
-	}
-	if err := f.client.Rmdir(ctx, dir, name); err != nil {
-		if errors.Is(err, fsys.ErrNotEmpty) && !recursive {
-			return n, fmt.Errorf("%w (use -r to remove it and everything under it)", err)
-		}
-		return n, err
-	}
-	return n + 1, nil
 }
 
 func (f *fsAPI) mv(ctx context.Context, req api.FSMoveRequest) (api.FSEntry, error) {
