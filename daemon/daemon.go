@@ -15,7 +15,8 @@
 //	fs         the file system (fsys/service): client, hosted volumes,
 //	           remote volume server, mounts
 //	wasm       the Wasm runtime and its deployment controller (wasm/deploy)
-//	api        the local API on the unix socket <repo>/api.sock (0600)
+//	api        the local API (apiserver, over the components
+//	           above) on the unix socket <repo>/api.sock (0600)
 //
 // It serves until its context ends or a service fails, then stops them
 // in reverse: the API first (streaming requests end), then the modules,
@@ -46,6 +47,8 @@ import (
 	"blocktree.dev/bt/blocks/leveldb"
 	"blocktree.dev/bt/blocks/replica"
 	"blocktree.dev/bt/caps"
+	"blocktree.dev/bt/apiserver"
+	fssvc "blocktree.dev/bt/fsys/service"
 	"blocktree.dev/bt/internal/supervise"
 	"blocktree.dev/bt/invite"
 	"blocktree.dev/bt/msg"
@@ -169,32 +172,30 @@ func start(ctx context.Context, sup *supervise.Supervisor, r *repo.Repo, id *p2p
 		return fail(err)
 	}
 	sup.Start("actors", supervise.Closer(rt.Close))
-	srv := &server{repo: r, node: node, msgs: router, pubsub: ps, maxMsg: opts.MaxMessage, invites: reg, custody: custody,
-		actors: rt, started: time.Now(), log: log.With("subsystem", "api")}
 
 	// Blocks: the durable store, the exchange that serves and fetches
 	// them, and the replication service over both.
 	st := r.Config.Storage
-	srv.storeDir = filepath.Join(r.Dir, BlocksDir)
-	store, err := leveldb.Open(srv.storeDir, leveldb.WithQuota(st.Quota))
+	storeDir := filepath.Join(r.Dir, BlocksDir)
+	store, err := leveldb.Open(storeDir, leveldb.WithQuota(st.Quota))
 	if err != nil {
 		return fmt.Errorf("daemon: block store: %w", err)
 	}
 	sup.Start("blocks", supervise.Closer(store.Close))
-	srv.store = store
 	xch, err := exchange.New(node, store, exchange.Config{Log: log})
 	if err != nil {
 		return fail(err)
 	}
 	sup.Start("exchange", supervise.Closer(xch.Close))
-	srv.gcGrace = st.Grace
-	srv.replica = replica.New(store, xch, srv.members, replica.Config{
+	rep := replica.New(store, xch, func() []replica.Member { return members(node, r) }, replica.Config{
 		Policy: replica.Policy{Default: st.Policy.Default, ByPath: st.Policy.ByPath}, ScrubInterval: st.Scrub, Log: log})
-	sup.Start("replica", srv.replica)
+	sup.Start("replica", rep)
 
-	fsvc, err := startFS(ctx, r, node, id, store, xch, verifier, srv, log) // daemon/fs.go
+	// The file system: client, hosted volumes, remote volume server, mounts.
+	fsvc, err := fssvc.New(ctx, fssvc.Config{Repo: r, Node: node, Identity: id, Store: store, Exchange: xch, Verifier: verifier,
+		Decapsulate: decapsulate(r), Log: log})
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	sup.Start("fs", fsvc)
 	wsvc, err := startWasm(ctx, r, id, rt, router, ps, fsvc, verifier, log) // daemon/wasm.go
@@ -203,7 +204,11 @@ func start(ctx context.Context, sup *supervise.Supervisor, r *repo.Repo, id *p2p
 	}
 	sup.Start("wasm", wsvc)
 
-	a, err := newAPI(filepath.Join(r.Dir, api.SocketName), wsvc.routes(srv, fsvc.routes(srv.routes())))
+	h := apiserver.New(apiserver.Config{Repo: r, Node: node, Router: router, PubSub: ps, Invites: reg, Actors: rt,
+		MaxMessage: opts.MaxMessage, Custody: custody, Started: time.Now(),
+		Store: store, StoreDir: storeDir, Replica: rep, GCGrace: st.Grace, FS: fsvc, Verifier: verifier,
+		Wasm: wsvc.rt, Deploy: wsvc.ctl, WasmDone: wsvc.ctx.Done(), Log: log.With("subsystem", "api")})
+	a, err := newAPI(filepath.Join(r.Dir, api.SocketName), h)
 	if err != nil {
 		return err
 	}
@@ -252,6 +257,20 @@ func decapsulate(r *repo.Repo) func(context.Context, *ecdh.PublicKey) ([]byte, e
 		defer k.Close()
 		return k.ECDH(ctx, eph)
 	}
+}
+
+// members lists the verified, connected nodes of r's domain, r's node
+// aside.
+func members(n *p2p.Node, r *repo.Repo) []replica.Member {
+	c := &r.Config
+	var out []replica.Member
+	for _, p := range n.Peers() {
+		if p.Path.IsZero() || p.Path.Root() != c.Root || p.Path == c.Node {
+			continue
+		}
+		out = append(out, replica.Member{ID: p.ID, Path: p.Path})
+	}
+	return out
 }
 
 // bootstrapAddrs is what a joining machine is told to bootstrap from: this

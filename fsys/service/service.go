@@ -512,6 +512,38 @@ func (f *Service) MkdirAll(ctx context.Context, p paths.Path, mode uint32) (fsys
 	return a, err
 }
 
+// Remove removes entry name of directory dir, and with recursive
+// everything under it when it is a directory, and returns how many
+// entries it removed (some, when it fails part-way). Without recursive a
+// directory that is not empty is fsys.ErrNotEmpty.
+func (f *Service) Remove(ctx context.Context, dir fsys.Ino, name string, recursive bool) (int, error) {
+	a, err := f.client.Lookup(ctx, dir, name)
+	if err != nil {
+		return 0, err
+	}
+	if a.Kind != fsys.KindDir {
+		return 1, f.client.Unlink(ctx, dir, name)
+	}
+	n := 0
+	if recursive {
+		ents, err := f.client.Readdir(ctx, a.Ino)
+		if err != nil {
+			return n, err
+		}
+		for _, e := range ents {
+			m, err := f.Remove(ctx, a.Ino, e.Name, true)
+			n += m
+			if err != nil {
+				return n, err
+			}
+		}
+	}
+	if err := f.client.Rmdir(ctx, dir, name); err != nil {
+		return n, err
+	}
+	return n + 1, nil
+}
+
 // nodeSigner is the node key as a caps.Signer, opened for each signature
 // (granting write is rare; a TPM stays off hot paths).
 type nodeSigner struct {

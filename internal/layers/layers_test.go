@@ -44,6 +44,8 @@ var layers = [][]string{
 	{"fsys/service"},
 	// The daemon's local API contract.
 	{"api"},
+	// The local API's server: the handlers over the node's components.
+	{"apiserver"},
 	// The running node: wires everything above.
 	{"daemon"},
 	// The CLI.
@@ -179,6 +181,8 @@ func TestLayerOf(t *testing.T) {
 		{"blocks/leveldb", "blocks"},
 		{"actors", "msg"},
 		{"fsys/host", "fsys"},
+		{"apiserver", "apiserver"},
+		{"api/serve", "api"},
 		{"cmd/bt", "cmd"},
 		{"pathsx", ""},
 	} {

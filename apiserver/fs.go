@@ -1,8 +1,7 @@
-package daemon
+package apiserver
 
-// The file system in the daemon: the service of package fsys/service
-// (client, hosted volumes, mounts; docs/fs.md, "Hosting") and the /v1/fs/
-// API endpoints over it.
+// The /v1/fs/ endpoints, over the file system service of package
+// fsys/service (client, hosted volumes, mounts; docs/fs.md, "Hosting").
 
 import (
 	"context"
@@ -10,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,12 +17,9 @@ import (
 
 	"blocktree.dev/bt/api"
 	"blocktree.dev/bt/api/serve"
-	"blocktree.dev/bt/blocks"
-	"blocktree.dev/bt/blocks/exchange"
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/fsys"
 	"blocktree.dev/bt/fsys/client"
-	"blocktree.dev/bt/fsys/host"
 	"blocktree.dev/bt/fsys/remote"
 	fssvc "blocktree.dev/bt/fsys/service"
 	"blocktree.dev/bt/fuse"
@@ -37,45 +31,21 @@ import (
 // fsReadChunk is the size of one read or write of the API.
 const fsReadChunk = 1 << 20
 
-// fsService is the file system service (fsys/service) and what the
-// /v1/fs/ endpoints need beside it.
-type fsService struct {
+// fsAPI answers the /v1/fs/ endpoints over the file system service.
+type fsAPI struct {
 	*fssvc.Service
 	client *client.Client
 	node   *p2p.Node
 	r      *repo.Repo
 	nodeW  *caps.Writecap
 	verify *caps.Verifier
-	log    *slog.Logger
 	api    *server
 }
 
 type hostedEntry = fssvc.HostedEntry
 
-// startFS builds the file system service.
-func startFS(ctx context.Context, r *repo.Repo, node *p2p.Node, id *p2p.Identity, store blocks.PinStore, xch *exchange.Exchange,
-	verifier *caps.Verifier, srv *server, log *slog.Logger) (*fsService, error) {
-	svc, err := fssvc.New(ctx, fssvc.Config{Repo: r, Node: node, Identity: id, Store: store, Exchange: xch, Verifier: verifier,
-		Decapsulate: decapsulate(r), Log: log})
-	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
-	}
-	return &fsService{Service: svc, client: svc.Client(), node: node, r: r, nodeW: svc.NodeWritecap(), verify: verifier,
-		log: log.With("subsystem", "fs"), api: srv}, nil
-}
-
-func (f *fsService) loadHosted() (fssvc.HostedList, error) { return f.LoadHosted() }
-func (f *fsService) saveHosted(l fssvc.HostedList) error   { return f.SaveHosted(l) }
-func (f *fsService) volumeDir(vol paths.Path) string       { return f.VolumeDir(vol) }
-func (f *fsService) hostVolume(ctx context.Context, e hostedEntry) (*host.Host, error) {
-	return f.HostVolume(ctx, e)
-}
-
-// ---- API ----
-
-// routes serves /v1/fs/ and hands everything else to next.
-func (f *fsService) routes(next http.Handler) http.Handler {
-	mux := serve.New(f.api.log, apiError)
+// register adds the /v1/fs/ routes to mux.
+func (f *fsAPI) register(mux *serve.Mux) {
 	serve.Unary(mux, api.RouteFSList, maxBody, f.ls)
 	serve.Unary(mux, api.RouteFSLog, maxBody, f.logOf)
 	serve.Unary(mux, api.RouteFSMkdir, maxBody, f.mkdir)
@@ -90,8 +60,6 @@ func (f *fsService) routes(next http.Handler) http.Handler {
 	serve.Unary(mux, api.RouteFSMount, maxBody, f.mount)
 	serve.Unary(mux, api.RouteFSUnmount, maxBody, f.unmount)
 	serve.Unary(mux, api.RouteFSMounts, maxBody, f.mountList)
-	mux.Handle("/", next)
-	return mux
 }
 
 func kindName(k fsys.Kind) string {
@@ -110,7 +78,7 @@ func entryOf(p paths.Path, a fsys.Attr) api.FSEntry {
 }
 
 // parent walks to p's parent directory.
-func (f *fsService) parent(ctx context.Context, p paths.Path) (fsys.Attr, string, error) {
+func (f *fsAPI) parent(ctx context.Context, p paths.Path) (fsys.Attr, string, error) {
 	par, ok := p.Parent()
 	if !ok {
 		return fsys.Attr{}, "", api.Errorf(api.KindInvalid, "%s is a domain root: it has no parent", p)
@@ -125,7 +93,7 @@ func (f *fsService) parent(ctx context.Context, p paths.Path) (fsys.Attr, string
 	return a, p.Base(), nil
 }
 
-func (f *fsService) ls(ctx context.Context, req api.FSListRequest) (api.FSListing, error) {
+func (f *fsAPI) ls(ctx context.Context, req api.FSListRequest) (api.FSListing, error) {
 	var none api.FSListing
 	p, at := req.Path, req.At
 	if err := need(p); err != nil {
@@ -185,7 +153,7 @@ func (f *fsService) ls(ctx context.Context, req api.FSListRequest) (api.FSListin
 	return out, nil
 }
 
-func (f *fsService) logOf(ctx context.Context, req api.FSLogRequest) ([]api.FSLogEntry, error) {
+func (f *fsAPI) logOf(ctx context.Context, req api.FSLogRequest) ([]api.FSLogEntry, error) {
 	if err := need(req.Path); err != nil {
 		return nil, err
 	}
@@ -211,7 +179,7 @@ func (f *fsService) logOf(ctx context.Context, req api.FSLogRequest) ([]api.FSLo
 	return out, nil
 }
 
-func (f *fsService) mkdir(ctx context.Context, req api.FSMkdirRequest) (api.FSEntry, error) {
+func (f *fsAPI) mkdir(ctx context.Context, req api.FSMkdirRequest) (api.FSEntry, error) {
 	if err := need(req.Path); err != nil {
 		return api.FSEntry{}, err
 	}
@@ -228,7 +196,7 @@ func (f *fsService) mkdir(ctx context.Context, req api.FSMkdirRequest) (api.FSEn
 
 // mkdirAll makes directory p (and, with parents, its missing ancestors;
 // then an existing directory is no error).
-func (f *fsService) mkdirAll(ctx context.Context, p paths.Path, mode uint32, parents bool) (fsys.Attr, error) {
+func (f *fsAPI) mkdirAll(ctx context.Context, p paths.Path, mode uint32, parents bool) (fsys.Attr, error) {
 	if parents {
 		if a, err := f.client.Walk(ctx, p); err == nil {
 			if a.Kind != fsys.KindDir {
@@ -256,7 +224,7 @@ func (f *fsService) mkdirAll(ctx context.Context, p paths.Path, mode uint32, par
 	return a, err
 }
 
-func (f *fsService) rm(ctx context.Context, req api.FSRemoveRequest) (api.FSRemoveResult, error) {
+func (f *fsAPI) rm(ctx context.Context, req api.FSRemoveRequest) (api.FSRemoveResult, error) {
 	var none api.FSRemoveResult
 	if err := need(req.Path); err != nil {
 		return none, err
@@ -265,49 +233,17 @@ func (f *fsService) rm(ctx context.Context, req api.FSRemoveRequest) (api.FSRemo
 	if err != nil {
 		return none, err
 	}
-	a, err := f.client.Lookup(ctx, dir.Ino, name)
-	if err != nil {
-		return none, err
+	n, err := f.Remove(ctx, dir.Ino, name, req.Recursive)
+	if errors.Is(err, fsys.ErrNotEmpty) && !req.Recursive {
+		return none, fmt.Errorf("%w (use -r to remove it and everything under it)", err)
 	}
-	n, err := f.remove(ctx, dir.Ino, name, a, req.Recursive)
 	if err != nil {
 		return none, err
 	}
 	return api.FSRemoveResult{Removed: n}, nil
 }
 
-func (f *fsService) remove(ctx context.Context, dir fsys.Ino, name string, a fsys.Attr, recursive bool) (int, error) {
-	if a.Kind != fsys.KindDir {
-		return 1, f.client.Unlink(ctx, dir, name)
-	}
-	n := 0
-	if recursive {
-		ents, err := f.client.Readdir(ctx, a.Ino)
-		if err != nil {
-			return n, err
-		}
-		for _, e := range ents {
-			ca, err := f.client.Lookup(ctx, a.Ino, e.Name)
-			if err != nil {
-				return n, err
-			}
-			m, err := f.remove(ctx, a.Ino, e.Name, ca, true)
-			n += m
-			if err != nil {
-				return n, err
-			}
-		}
-	}
-	if err := f.client.Rmdir(ctx, dir, name); err != nil {
-		if errors.Is(err, fsys.ErrNotEmpty) && !recursive {
-			return n, fmt.Errorf("%w (use -r to remove it and everything under it)", err)
-		}
-		return n, err
-	}
-	return n + 1, nil
-}
-
-func (f *fsService) mv(ctx context.Context, req api.FSMoveRequest) (api.FSEntry, error) {
+func (f *fsAPI) mv(ctx context.Context, req api.FSMoveRequest) (api.FSEntry, error) {
 	var none api.FSEntry
 	src, dst := req.Src, req.Dst
 	if err := need(src); err != nil {
@@ -341,7 +277,7 @@ func (f *fsService) mv(ctx context.Context, req api.FSMoveRequest) (api.FSEntry,
 }
 
 // write is POST /v1/fs/write?path=P: the body replaces the file's content.
-func (f *fsService) write(ctx context.Context, req api.FSWriteRequest, body io.Reader) (api.FSEntry, error) {
+func (f *fsAPI) write(ctx context.Context, req api.FSWriteRequest, body io.Reader) (api.FSEntry, error) {
 	var none api.FSEntry
 	p := req.Path
 	if req.Parents {
@@ -395,7 +331,7 @@ func (f *fsService) write(ctx context.Context, req api.FSWriteRequest, body io.R
 }
 
 // read is POST /v1/fs/read: the answer is the file's bytes.
-func (f *fsService) read(ctx context.Context, req api.FSReadRequest, out *serve.RawWriter) error {
+func (f *fsAPI) read(ctx context.Context, req api.FSReadRequest, out *serve.RawWriter) error {
 	p := req.Path
 	if err := need(p); err != nil {
 		return err
@@ -443,7 +379,7 @@ func parseRight(s string) (fsys.Right, error) {
 
 // principalOf parses a principal ID, or a node path whose node principal
 // this node has verified.
-func (f *fsService) principalOf(ctx context.Context, s string) (paths.ID, error) {
+func (f *fsAPI) principalOf(ctx context.Context, s string) (paths.ID, error) {
 	if id, err := paths.ParseID(s); err == nil {
 		return id, nil
 	}
@@ -462,7 +398,7 @@ func (f *fsService) principalOf(ctx context.Context, s string) (paths.ID, error)
 	return node, nil
 }
 
-func (f *fsService) grant(ctx context.Context, req api.FSGrantRequest) (api.FSGrantResult, error) {
+func (f *fsAPI) grant(ctx context.Context, req api.FSGrantRequest) (api.FSGrantResult, error) {
 	var none api.FSGrantResult
 	p := req.Path
 	if err := need(p); err != nil {
@@ -487,7 +423,7 @@ func (f *fsService) grant(ctx context.Context, req api.FSGrantRequest) (api.FSGr
 	return res, nil
 }
 
-func (f *fsService) revoke(ctx context.Context, req api.FSRevokeRequest) (api.FSGrantResult, error) {
+func (f *fsAPI) revoke(ctx context.Context, req api.FSRevokeRequest) (api.FSGrantResult, error) {
 	var none api.FSGrantResult
 	p := req.Path
 	if err := need(p); err != nil {
@@ -507,7 +443,7 @@ func (f *fsService) revoke(ctx context.Context, req api.FSRevokeRequest) (api.FS
 	return api.FSGrantResult{Path: p, Principal: who, Right: req.Right}, nil
 }
 
-func (f *fsService) hostPath(ctx context.Context, req api.FSHostRequest) (api.FSVolume, error) {
+func (f *fsAPI) hostPath(ctx context.Context, req api.FSHostRequest) (api.FSVolume, error) {
 	var none api.FSVolume
 	p := req.Path
 	if err := need(p); err != nil {
@@ -530,17 +466,17 @@ func (f *fsService) hostPath(ctx context.Context, req api.FSHostRequest) (api.FS
 	if err := f.verify.VerifyHolder(w, f.r.Config.NodeID, p); err != nil {
 		return none, api.Errorf(api.KindDenied, "this node may not host %s: %v (its writecap covers %s; on the node holding the root key, `bt host %s` issues one)", p, err, f.nodeW.Prefix(), p)
 	}
-	l, err := f.loadHosted()
+	l, err := f.LoadHosted()
 	if err != nil {
 		return none, err
 	}
-	h, err := f.hostVolume(ctx, e)
+	h, err := f.HostVolume(ctx, e)
 	if err != nil {
 		return none, err
 	}
 	if !slices.ContainsFunc(l.Volumes, func(x hostedEntry) bool { return x.Path == p }) {
 		l.Volumes = append(l.Volumes, e)
-		if err := f.saveHosted(l); err != nil {
+		if err := f.SaveHosted(l); err != nil {
 			return none, err
 		}
 	}
@@ -548,10 +484,10 @@ func (f *fsService) hostPath(ctx context.Context, req api.FSHostRequest) (api.FS
 	if err != nil {
 		return none, err
 	}
-	return api.FSVolume{Path: p, Dir: f.volumeDir(p), Root: uint64(vi.Root), Version: vi.Version}, nil
+	return api.FSVolume{Path: p, Dir: f.VolumeDir(p), Root: uint64(vi.Root), Version: vi.Version}, nil
 }
 
-func (f *fsService) hosted(ctx context.Context, _ api.None) ([]api.FSVolume, error) {
+func (f *fsAPI) hosted(ctx context.Context, _ api.None) ([]api.FSVolume, error) {
 	out := []api.FSVolume{}
 	hs := f.Hosts()
 	for p, h := range hs {
@@ -559,13 +495,13 @@ func (f *fsService) hosted(ctx context.Context, _ api.None) ([]api.FSVolume, err
 		if err != nil {
 			continue
 		}
-		out = append(out, api.FSVolume{Path: p, Dir: f.volumeDir(p), Root: uint64(vi.Root), Version: vi.Version})
+		out = append(out, api.FSVolume{Path: p, Dir: f.VolumeDir(p), Root: uint64(vi.Root), Version: vi.Version})
 	}
 	slices.SortFunc(out, func(a, b api.FSVolume) int { return strings.Compare(a.Path.String(), b.Path.String()) })
 	return out, nil
 }
 
-func (f *fsService) mount(ctx context.Context, req api.FSMountRequest) (api.FSMount, error) {
+func (f *fsAPI) mount(ctx context.Context, req api.FSMountRequest) (api.FSMount, error) {
 	var none api.FSMount
 	if !filepath.IsAbs(req.Dir) {
 		return none, api.Errorf(api.KindInvalid, "mount point %q: want an absolute directory", req.Dir)
@@ -582,7 +518,7 @@ func (f *fsService) mount(ctx context.Context, req api.FSMountRequest) (api.FSMo
 	return api.FSMount{Dir: dir, Root: f.r.Config.Root}, nil
 }
 
-func (f *fsService) unmount(ctx context.Context, req api.FSMountRequest) (api.FSMount, error) {
+func (f *fsAPI) unmount(ctx context.Context, req api.FSMountRequest) (api.FSMount, error) {
 	var none api.FSMount
 	dir := filepath.Clean(req.Dir)
 	err := f.Unmount(dir)
@@ -599,7 +535,7 @@ func (f *fsService) unmount(ctx context.Context, req api.FSMountRequest) (api.FS
 	return api.FSMount{Dir: dir, Root: f.r.Config.Root}, nil
 }
 
-func (f *fsService) mountList(ctx context.Context, _ api.None) ([]api.FSMount, error) {
+func (f *fsAPI) mountList(ctx context.Context, _ api.None) ([]api.FSMount, error) {
 	out := []api.FSMount{}
 	for _, d := range f.Mounts() {
 		out = append(out, api.FSMount{Dir: d, Root: f.r.Config.Root})

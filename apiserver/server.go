@@ -1,4 +1,4 @@
-package daemon
+package apiserver
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"blocktree.dev/bt/blocks"
 	"blocktree.dev/bt/blocks/replica"
 	"blocktree.dev/bt/caps"
+	fssvc "blocktree.dev/bt/fsys/service"
 	"blocktree.dev/bt/invite"
 	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/p2p"
@@ -23,10 +24,80 @@ import (
 	"blocktree.dev/bt/repo"
 	"blocktree.dev/bt/tpm"
 	"blocktree.dev/bt/tpm/softkey"
+	"blocktree.dev/bt/wasm"
+	"blocktree.dev/bt/wasm/deploy"
 )
 
-// server answers the local API. Its fields are set before it serves and
-// not changed after.
+// Config is what the API answers over: the node's components. Every
+// field is required except Custody, Started and Log.
+type Config struct {
+	Repo    *repo.Repo
+	Node    *p2p.Node
+	Router  *msg.Router
+	PubSub  *pubsub.PubSub
+	Invites *invite.Registry
+	Actors  *actors.Runtime
+	// MaxMessage bounds one message sent (the router's limit).
+	MaxMessage int64
+	Custody    tpm.Info
+	Started    time.Time
+
+	// Blocks: the store (in StoreDir), the replication service over it,
+	// and the default grace of a garbage collection.
+	Store    blocks.PinStore
+	StoreDir string
+	Replica  *replica.Service
+	GCGrace  time.Duration
+
+	// The file system service and the verifier it checks writecaps with.
+	FS       *fssvc.Service
+	Verifier *caps.Verifier
+
+	// The Wasm runtime, its deployment controller, and a channel closed
+	// when they stop (followed logs end then).
+	Wasm     *wasm.Runtime
+	Deploy   *deploy.Controller
+	WasmDone <-chan struct{}
+
+	Log *slog.Logger
+}
+
+// New returns the handler of every route of api.Routes over the
+// components of cfg. Requests for anything else are invalid.
+func New(cfg Config) http.Handler {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &server{repo: cfg.Repo, node: cfg.Node, msgs: cfg.Router, pubsub: cfg.PubSub, maxMsg: cfg.MaxMessage,
+		invites: cfg.Invites, custody: cfg.Custody, started: cfg.Started, log: log, actors: cfg.Actors,
+		store: cfg.Store, storeDir: cfg.StoreDir, replica: cfg.Replica, gcGrace: cfg.GCGrace}
+	f := &fsAPI{Service: cfg.FS, node: cfg.Node, r: cfg.Repo, verify: cfg.Verifier, api: s}
+	if cfg.FS != nil {
+		f.client, f.nodeW = cfg.FS.Client(), cfg.FS.NodeWritecap()
+	}
+	w := &wasmAPI{rt: cfg.Wasm, ctl: cfg.Deploy, fs: f, verify: cfg.Verifier, done: cfg.WasmDone}
+	if cfg.Repo != nil {
+		w.node = cfg.Repo.Config.Node
+	}
+	if cfg.Deploy != nil {
+		w.deploy = cfg.Deploy.Dir()
+	}
+	if cfg.FS != nil {
+		w.signer = cfg.FS.Signer()
+	}
+	mux := serve.New(log, apiError)
+	s.register(mux)
+	f.register(mux)
+	w.register(mux)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		serve.WriteError(w, api.Errorf(api.KindInvalid, "no endpoint %s %s (this daemon speaks docs/api.md v1)", r.Method, r.URL.Path))
+	}))
+	return mux
+}
+
+// server answers the endpoints of the node, messaging, pub-sub, actors
+// and blocks. Its fields are set before it serves and not changed after.
 type server struct {
 	repo    *repo.Repo
 	node    *p2p.Node
@@ -48,8 +119,8 @@ type server struct {
 // maxBody bounds a request body.
 const maxBody = serve.MaxBody
 
-func (s *server) routes() http.Handler {
-	mux := serve.New(s.log, apiError)
+// register adds the routes of s to mux.
+func (s *server) register(mux *serve.Mux) {
 	serve.Unary(mux, api.RouteStatus, maxBody, s.status)
 	serve.Unary(mux, api.RoutePeers, maxBody, s.peers)
 	serve.Unary(mux, api.RouteResolve, maxBody, s.resolve)
@@ -66,10 +137,6 @@ func (s *server) routes() http.Handler {
 	serve.Unary(mux, api.RouteRepoStat, maxBody, s.repoStat)
 	serve.Stream(mux, api.RouteRepoGC, s.repoGC, repoFailed)
 	serve.Stream(mux, api.RouteRepoVerify, s.repoVerify, repoFailed)
-	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		serve.WriteError(w, api.Errorf(api.KindInvalid, "no endpoint %s %s (this daemon speaks docs/api.md v1)", r.Method, r.URL.Path))
-	}))
-	return mux
 }
 
 // need checks that a required path p of a request is there: a missing

@@ -1,11 +1,11 @@
-package daemon
+package apiserver
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -35,7 +35,6 @@ import (
 // testServer is an API server over real components, which closeAll
 // closes (as at shutdown) while the server keeps answering.
 type testServer struct {
-	s        *server
 	url      string
 	closeAll func()
 	stopAPI  func() // ends the streams, as the daemon does first when it stops
@@ -79,25 +78,26 @@ func newTestServer(t *testing.T) *testServer {
 		t.Fatal(err)
 	}
 	nodeID := nettest.PrincipalID(t, key.PublicKey())
-	s := &server{
-		repo: &repo.Repo{Dir: t.TempDir(), Config: repo.Config{Name: "n0", Root: p.Root(), Node: p, NodeID: nodeID}},
-		node: node, msgs: router, pubsub: ps, maxMsg: msg.DefaultMaxMessage, invites: invite.NewRegistry(p.Root(), nil),
-		started: time.Now(), log: slog.New(slog.DiscardHandler), actors: rt, store: store, storeDir: t.TempDir(),
-		replica: replica.New(store, xch, func() []replica.Member { return nil }, replica.Config{Policy: replica.Policy{Default: 1}}),
-		gcGrace: time.Hour,
-	}
-	// The file system's and the Wasm runtime's handlers, as far as they
-	// answer before reaching their (absent) components.
-	fsvc := &fsService{api: s}
-	wsvc := &wasmService{}
+	// The file system's and the Wasm runtime's handlers are there too, as
+	// far as they answer before reaching their (absent) components.
+	h := New(Config{
+		Repo: &repo.Repo{Dir: t.TempDir(), Config: repo.Config{Name: "n0", Root: p.Root(), Node: p, NodeID: nodeID}},
+		Node: node, Router: router, PubSub: ps, MaxMessage: msg.DefaultMaxMessage, Invites: invite.NewRegistry(p.Root(), nil),
+		Started: time.Now(), Actors: rt, Store: store, StoreDir: t.TempDir(),
+		Replica: replica.New(store, xch, func() []replica.Member { return nil }, replica.Config{Policy: replica.Policy{Default: 1}}),
+		GCGrace: time.Hour, Verifier: verifier,
+	})
 	// Streams end when apiCtx does, as in Run.
 	apiCtx, stopAPI := context.WithCancel(context.Background())
-	hs := httptest.NewUnstartedServer(wsvc.routes(s, fsvc.routes(s.routes())))
+	hs := httptest.NewUnstartedServer(h)
 	hs.Config.BaseContext = func(net.Listener) context.Context { return apiCtx }
+	// A handler that reaches an absent component panics, which net/http
+	// logs and the client sees as a dropped connection.
+	hs.Config.ErrorLog = stdlog.New(io.Discard, "", 0)
 	hs.Start()
 	t.Cleanup(hs.Close)
 	t.Cleanup(stopAPI)
-	ts := &testServer{s: s, url: hs.URL, root: p.Root(), node: p, stopAPI: stopAPI}
+	ts := &testServer{url: hs.URL, root: p.Root(), node: p, stopAPI: stopAPI}
 	ts.closeAll = func() {
 		rt.Close()
 		ps.Close()
@@ -239,6 +239,33 @@ func TestBadRequests(t *testing.T) {
 		{"POST", "/v1/wasm/stop", `{}`, inv},
 		{"POST", "/v1/wasm/logs", `{"bogus":1}`, inv},
 	})
+}
+
+// TestEveryRoute checks that New registers every route of api.Routes:
+// a request for it reaches its handler, not the "no endpoint" answer.
+func TestEveryRoute(t *testing.T) {
+	ts := newTestServer(t)
+	for _, r := range api.Routes {
+		t.Run(r.Method+" "+r.Path, func(t *testing.T) {
+			body := "not json"
+			if r.Method == http.MethodGet || r.Shape == api.Upload {
+				body = ""
+			}
+			req, err := http.NewRequest(r.Method, ts.url+r.Path+"?path=relative", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return // the handler ran, and panicked on an absent component
+			}
+			defer resp.Body.Close()
+			var eb api.ErrorBody
+			if json.NewDecoder(resp.Body).Decode(&eb) == nil && eb.Error != nil && strings.HasPrefix(eb.Error.Message, "no endpoint") {
+				t.Errorf("not registered: %s", eb.Error.Message)
+			}
+		})
+	}
 }
 
 // TestShutdown closes every component, as the daemon does when it stops,

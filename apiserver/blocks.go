@@ -1,4 +1,4 @@
-package daemon
+package apiserver
 
 import (
 	"context"
@@ -113,16 +113,4 @@ func (s *server) repoVerify(ctx context.Context, req api.VerifyRequest, out *ser
 	}
 	return out.Send(api.RepoEvent{Event: "done", Checked: res.Checked, Bytes: res.Bytes, NCorrupt: int64(len(res.Corrupt)),
 		Corrupt: res.Corrupt, Missing: res.Missing, Repaired: res.Repaired, Removed: res.Deleted})
-}
-
-// members lists the verified, connected nodes of this node's domain.
-func (s *server) members() []replica.Member {
-	var out []replica.Member
-	for _, p := range s.node.Peers() {
-		if p.Path.IsZero() || p.Path.Root() != s.repo.Config.Root || p.Path == s.repo.Config.Node {
-			continue
-		}
-		out = append(out, replica.Member{ID: p.ID, Path: p.Path})
-	}
-	return out
 }
