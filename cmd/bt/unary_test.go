@@ -26,13 +26,13 @@ func TestUnaryCommands(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	other := paths.MustParse("/" + testRoot + "/laptop/other.txt")
 	for _, tc := range []struct {
-		name   string
-		args   []string
+		name string
+		args []string
 		req  string // the request made
 	}{
 		{name: "log", args: []string{"log", testFile.String()},
-			req:    "GET /v1/fs/log?limit=100&path=%2F" + testRoot + "%2Flaptop%2Fnotes.txt",
-},
+			req: "GET /v1/fs/log?limit=100&path=%2F" + testRoot + "%2Flaptop%2Fnotes.txt",
+		},
 		{name: "mkdir", args: []string{"mkdir", testFile.String()},
 			req: `POST /v1/fs/mkdir {"path":"` + testFile.String() + `"}`},
 		{name: "rm -r", args: []string{"rm", "-r", testFile.String()},
