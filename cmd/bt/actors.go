@@ -14,40 +14,29 @@ func actorsCmd(g *globals) *cobra.Command {
 		Use:   "actors",
 		Short: "List the node's actors and services: path, owner, kind, state, mailbox depth",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			list, err := c.Actors(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				if list == nil {
-					list = []api.Actor{}
+		RunE: unary[api.None, []api.Actor]{
+			call: listOf((*api.Client).Actors),
+			text: func(cmd *cobra.Command, list []api.Actor) error {
+				if len(list) == 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "no actors")
+					return nil
 				}
-				return printJSON(cmd, list)
-			}
-			if len(list) == 0 {
-				fmt.Fprintln(cmd.OutOrStdout(), "no actors")
-				return nil
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PATH\tKIND\tSTATE\tMAILBOX\tOWNER")
-			for _, a := range list {
-				state := a.State
-				if a.ProtocolState != "" {
-					state += " (" + a.Protocol + ": " + a.ProtocolState + ")"
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "PATH\tKIND\tSTATE\tMAILBOX\tOWNER")
+				for _, a := range list {
+					state := a.State
+					if a.ProtocolState != "" {
+						state += " (" + a.Protocol + ": " + a.ProtocolState + ")"
+					}
+					owner := a.Owner.String()
+					if owner == "" {
+						owner = "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", a.Path, a.Kind, state, a.MailboxDepth, a.MailboxCap, owner)
 				}
-				owner := a.Owner.String()
-				if owner == "" {
-					owner = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", a.Path, a.Kind, state, a.MailboxDepth, a.MailboxCap, owner)
-			}
-			return tw.Flush()
-		},
+				return tw.Flush()
+			},
+		}.runE(g),
 	}
 	addJSON(cmd, g)
 	return cmd

@@ -182,26 +182,18 @@ func repoStatCmd(g *globals) *cobra.Command {
 		Use:   "stat",
 		Short: "Show the block store: blocks, bytes, pins, quota",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			st, err := c.RepoStat(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd, st)
-			}
-			quota := "none"
-			if st.Quota > 0 {
-				quota = fmt.Sprintf("%s (%.1f%% used)", humanBytes(st.Quota), 100*float64(st.Bytes)/float64(st.Quota))
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "store          %s\nblocks         %d\nbytes          %d (%s)\npins           %d\npinned blocks  %d\nquota          %s\n",
-				st.Dir, st.Blocks, st.Bytes, humanBytes(st.Bytes), st.Pins, st.PinnedBlocks, quota)
-			return nil
-		},
+		RunE: unary[api.None, api.RepoStat]{
+			call: noReq((*api.Client).RepoStat),
+			text: func(cmd *cobra.Command, st api.RepoStat) error {
+				quota := "none"
+				if st.Quota > 0 {
+					quota = fmt.Sprintf("%s (%.1f%% used)", humanBytes(st.Quota), 100*float64(st.Bytes)/float64(st.Quota))
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "store          %s\nblocks         %d\nbytes          %d (%s)\npins           %d\npinned blocks  %d\nquota          %s\n",
+					st.Dir, st.Blocks, st.Bytes, humanBytes(st.Bytes), st.Pins, st.PinnedBlocks, quota)
+				return nil
+			},
+		}.runE(g),
 	}
 	addJSON(cmd, g)
 	return cmd

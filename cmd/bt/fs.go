@@ -334,43 +334,36 @@ func fsLsCmd(g *globals) *cobra.Command {
 		Use:   "ls [-l] [--at VERSION] PATH",
 		Short: "List a directory (or show a file) of the file system, now or as of a volume version",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := fsPath("ls", args[0])
-			if err != nil {
-				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			l, err := c.FSList(cmd.Context(), api.FSListRequest{Path: p, At: at})
-			if err != nil {
-				return fsErr(err)
-			}
-			if g.json {
-				return printJSON(cmd, l)
-			}
-			ents := l.Entries
-			if l.Entry.Kind != "dir" {
-				ents = []api.FSEntry{l.Entry}
-			}
-			out := cmd.OutOrStdout()
-			for _, e := range ents {
-				name := e.Name
-				if e.Kind == "dir" {
-					name += "/"
+		RunE: unary[api.FSListRequest, api.FSListing]{
+			req: func(_ *cobra.Command, args []string) (api.FSListRequest, error) {
+				p, err := fsPath("ls", args[0])
+				return api.FSListRequest{Path: p, At: at}, err
+			},
+			call: (*api.Client).FSList,
+			wrap: fsErr,
+			text: func(cmd *cobra.Command, l api.FSListing) error {
+				ents := l.Entries
+				if l.Entry.Kind != "dir" {
+					ents = []api.FSEntry{l.Entry}
 				}
-				if !long {
-					fmt.Fprintln(out, name)
-					continue
+				out := cmd.OutOrStdout()
+				for _, e := range ents {
+					name := e.Name
+					if e.Kind == "dir" {
+						name += "/"
+					}
+					if !long {
+						fmt.Fprintln(out, name)
+						continue
+					}
+					if e.Target != "" {
+						name += " -> " + e.Target
+					}
+					fmt.Fprintf(out, "%s %10d  %s  v%-6d %s\n", modeString(e), e.Size, e.Mtime.Local().Format("2006-01-02 15:04"), e.Version, name)
 				}
-				if e.Target != "" {
-					name += " -> " + e.Target
-				}
-				fmt.Fprintf(out, "%s %10d  %s  v%-6d %s\n", modeString(e), e.Size, e.Mtime.Local().Format("2006-01-02 15:04"), e.Version, name)
-			}
-			return nil
-		},
+				return nil
+			},
+		}.runE(g),
 	}
 	cmd.Flags().BoolVarP(&long, "long", "l", false, "mode, size, modification time, version and name")
 	cmd.Flags().Uint64Var(&at, "at", 0, "list as of this volume version (see `bt log`)")
@@ -404,30 +397,26 @@ func fsLogCmd(g *globals) *cobra.Command {
 		Use:   "log PATH",
 		Short: "List the versions that changed PATH, newest first",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := fsPath("log", args[0])
-			if err != nil {
-				return err
-			}
-			if limit < 1 {
-				return usageErr("log: -n must be at least 1")
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			es, err := c.FSLog(cmd.Context(), api.FSLogRequest{Path: p, Limit: limit})
-			if err != nil {
-				return fsErr(err)
-			}
-			if g.json {
-				return printJSON(cmd, es)
-			}
-			for _, e := range es {
-				fmt.Fprintf(cmd.OutOrStdout(), "v%-6d %s  %-8s %s\n", e.Version, e.Time.Local().Format(time.DateTime), e.Op, e.Writer)
-			}
-			return nil
-		},
+		RunE: unary[api.FSLogRequest, []api.FSLogEntry]{
+			req: func(_ *cobra.Command, args []string) (api.FSLogRequest, error) {
+				p, err := fsPath("log", args[0])
+				if err != nil {
+					return api.FSLogRequest{}, err
+				}
+				if limit < 1 {
+					return api.FSLogRequest{}, usageErr("log: -n must be at least 1")
+				}
+				return api.FSLogRequest{Path: p, Limit: limit}, nil
+			},
+			call: (*api.Client).FSLog,
+			wrap: fsErr,
+			text: func(cmd *cobra.Command, es []api.FSLogEntry) error {
+				for _, e := range es {
+					fmt.Fprintf(cmd.OutOrStdout(), "v%-6d %s  %-8s %s\n", e.Version, e.Time.Local().Format(time.DateTime), e.Op, e.Writer)
+				}
+				return nil
+			},
+		}.runE(g),
 	}
 	cmd.Flags().IntVarP(&limit, "limit", "n", 100, "at most this many versions")
 	addJSON(cmd, g)
@@ -459,24 +448,14 @@ func fsMkdirCmd(g *globals) *cobra.Command {
 		Use:   "mkdir [-p] PATH",
 		Short: "Make a directory (with -p, its missing parents too)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := fsPath("mkdir", args[0])
-			if err != nil {
-				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			e, err := c.FSMkdir(cmd.Context(), api.FSMkdirRequest{Path: p, Parents: parents})
-			if err != nil {
-				return fsErr(err)
-			}
-			if g.json {
-				return printJSON(cmd, e)
-			}
-			return nil
-		},
+		RunE: unary[api.FSMkdirRequest, api.FSEntry]{
+			req: func(_ *cobra.Command, args []string) (api.FSMkdirRequest, error) {
+				p, err := fsPath("mkdir", args[0])
+				return api.FSMkdirRequest{Path: p, Parents: parents}, err
+			},
+			call: (*api.Client).FSMkdir,
+			wrap: fsErr,
+		}.runE(g),
 	}
 	cmd.Flags().BoolVarP(&parents, "parents", "p", false, "make missing parents; an existing directory is no error")
 	addJSON(cmd, g)
@@ -489,24 +468,14 @@ func fsRmCmd(g *globals) *cobra.Command {
 		Use:   "rm [-r] PATH",
 		Short: "Remove a file, symlink or empty directory (with -r, a whole tree)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := fsPath("rm", args[0])
-			if err != nil {
-				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.FSRemove(cmd.Context(), api.FSRemoveRequest{Path: p, Recursive: recursive})
-			if err != nil {
-				return fsErr(err)
-			}
-			if g.json {
-				return printJSON(cmd, res)
-			}
-			return nil
-		},
+		RunE: unary[api.FSRemoveRequest, api.FSRemoveResult]{
+			req: func(_ *cobra.Command, args []string) (api.FSRemoveRequest, error) {
+				p, err := fsPath("rm", args[0])
+				return api.FSRemoveRequest{Path: p, Recursive: recursive}, err
+			},
+			call: (*api.Client).FSRemove,
+			wrap: fsErr,
+		}.runE(g),
 	}
 	cmd.Flags().BoolVarP(&recursive, "recursive", "r", false, "remove a directory and everything under it")
 	addJSON(cmd, g)
@@ -518,38 +487,41 @@ func fsMvCmd(g *globals) *cobra.Command {
 		Use:   "mv SRC DST",
 		Short: "Rename SRC to DST atomically (into DST when it is a directory); both in one volume",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			src, err := fsPath("mv", args[0])
-			if err != nil {
-				return err
-			}
-			dst, err := fsPath("mv", args[1])
-			if err != nil {
-				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			e, err := c.FSMove(cmd.Context(), api.FSMoveRequest{Src: src, Dst: dst})
-			if err != nil {
-				return fsErr(err)
-			}
-			if g.json {
-				return printJSON(cmd, e)
-			}
-			return nil
-		},
+		RunE: unary[api.FSMoveRequest, api.FSEntry]{
+			req: func(_ *cobra.Command, args []string) (api.FSMoveRequest, error) {
+				src, err := fsPath("mv", args[0])
+				if err != nil {
+					return api.FSMoveRequest{}, err
+				}
+				dst, err := fsPath("mv", args[1])
+				return api.FSMoveRequest{Src: src, Dst: dst}, err
+			},
+			call: (*api.Client).FSMove,
+			wrap: fsErr,
+		}.runE(g),
 	}
 	addJSON(cmd, g)
 	return cmd
 }
 
-func rightArg(cmd, s string) error {
-	if s != "read" && s != "write" {
-		return usageErr("%s: %q: want read or write", cmd, s)
+// rightPath checks the RIGHT of `grant|revoke RIGHT PRINCIPAL PATH` and
+// parses its PATH.
+func rightPath(cmd string, args []string) (paths.Path, error) {
+	if s := args[0]; s != "read" && s != "write" {
+		return paths.Path{}, usageErr("%s: %q: want read or write", cmd, s)
 	}
-	return nil
+	return fsPath(cmd, args[2])
+}
+
+// mountDir builds the request of mount and unmount: DIR made absolute.
+func mountDir(cmd string) func(*cobra.Command, []string) (api.FSMountRequest, error) {
+	return func(_ *cobra.Command, args []string) (api.FSMountRequest, error) {
+		dir, err := filepath.Abs(args[0])
+		if err != nil {
+			return api.FSMountRequest{}, usageErr("%s: %v", cmd, err)
+		}
+		return api.FSMountRequest{Dir: dir}, nil
+	}
 }
 
 func fsGrantCmd(g *globals) *cobra.Command {
@@ -561,38 +533,31 @@ func fsGrantCmd(g *globals) *cobra.Command {
 			"PATH. write: issues PRINCIPAL a writecap for PATH under this node's own and marks PATH as a write\n" +
 			"point; the writecap is printed for the grantee. --expires bounds the grant.",
 		Args: cobra.ExactArgs(3),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := rightArg("grant", args[0]); err != nil {
-				return err
-			}
-			p, err := fsPath("grant", args[2])
-			if err != nil {
-				return err
-			}
-			req := api.FSGrantRequest{Path: p, Principal: args[1], Right: args[0]}
-			if expires < 0 {
-				return usageErr("grant: --expires must be positive")
-			}
-			if expires > 0 {
-				req.Expires = time.Now().Add(expires)
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.FSGrant(cmd.Context(), req)
-			if err != nil {
-				return fsErr(err)
-			}
-			if g.json {
-				return printJSON(cmd, res)
-			}
-			if res.Writecap != "" {
-				fmt.Fprintln(cmd.OutOrStdout(), res.Writecap)
-				fmt.Fprintf(cmd.ErrOrStderr(), "bt: give the writecap above to %s\n", res.Principal)
-			}
-			return nil
-		},
+		RunE: unary[api.FSGrantRequest, api.FSGrantResult]{
+			req: func(_ *cobra.Command, args []string) (api.FSGrantRequest, error) {
+				p, err := rightPath("grant", args)
+				if err != nil {
+					return api.FSGrantRequest{}, err
+				}
+				req := api.FSGrantRequest{Path: p, Principal: args[1], Right: args[0]}
+				if expires < 0 {
+					return api.FSGrantRequest{}, usageErr("grant: --expires must be positive")
+				}
+				if expires > 0 {
+					req.Expires = time.Now().Add(expires)
+				}
+				return req, nil
+			},
+			call: (*api.Client).FSGrant,
+			wrap: fsErr,
+			text: func(cmd *cobra.Command, res api.FSGrantResult) error {
+				if res.Writecap != "" {
+					fmt.Fprintln(cmd.OutOrStdout(), res.Writecap)
+					fmt.Fprintf(cmd.ErrOrStderr(), "bt: give the writecap above to %s\n", res.Principal)
+				}
+				return nil
+			},
+		}.runE(g),
 	}
 	cmd.Flags().DurationVar(&expires, "expires", 0, "the grant ends after this long (default: never for read, the granter's own writecap expiry for write)")
 	addJSON(cmd, g)
@@ -604,27 +569,14 @@ func fsRevokeCmd(g *globals) *cobra.Command {
 		Use:   "revoke read|write PRINCIPAL PATH",
 		Short: "Take back a grant: future writes under PATH are re-keyed away from PRINCIPAL (read)",
 		Args:  cobra.ExactArgs(3),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := rightArg("revoke", args[0]); err != nil {
-				return err
-			}
-			p, err := fsPath("revoke", args[2])
-			if err != nil {
-				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.FSRevoke(cmd.Context(), api.FSRevokeRequest{Path: p, Principal: args[1], Right: args[0]})
-			if err != nil {
-				return fsErr(err)
-			}
-			if g.json {
-				return printJSON(cmd, res)
-			}
-			return nil
-		},
+		RunE: unary[api.FSRevokeRequest, api.FSGrantResult]{
+			req: func(_ *cobra.Command, args []string) (api.FSRevokeRequest, error) {
+				p, err := rightPath("revoke", args)
+				return api.FSRevokeRequest{Path: p, Principal: args[1], Right: args[0]}, err
+			},
+			call: (*api.Client).FSRevoke,
+			wrap: fsErr,
+		}.runE(g),
 	}
 	addJSON(cmd, g)
 	return cmd
@@ -701,25 +653,15 @@ func fsMountCmd(g *globals) *cobra.Command {
 		Long: "Ask the daemon to mount the file system at the directory DIR: DIR/<root-id>/… is the domain's\n" +
 			"tree. The mount lives in the daemon process; it prints the mount point.",
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, err := filepath.Abs(args[0])
-			if err != nil {
-				return usageErr("mount: %v", err)
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			m, err := c.FSMount(cmd.Context(), api.FSMountRequest{Dir: dir})
-			if err != nil {
-				return fsErr(err)
-			}
-			if g.json {
-				return printJSON(cmd, m)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), filepath.Join(m.Dir, m.Root.String()))
-			return nil
-		},
+		RunE: unary[api.FSMountRequest, api.FSMount]{
+			req:  mountDir("mount"),
+			call: (*api.Client).FSMount,
+			wrap: fsErr,
+			text: func(cmd *cobra.Command, m api.FSMount) error {
+				fmt.Fprintln(cmd.OutOrStdout(), filepath.Join(m.Dir, m.Root.String()))
+				return nil
+			},
+		}.runE(g),
 	}
 	addJSON(cmd, g)
 	return cmd
@@ -730,24 +672,11 @@ func fsUnmountCmd(g *globals) *cobra.Command {
 		Use:   "unmount DIR",
 		Short: "Unmount the file system mounted at DIR",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, err := filepath.Abs(args[0])
-			if err != nil {
-				return usageErr("unmount: %v", err)
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			m, err := c.FSUnmount(cmd.Context(), api.FSMountRequest{Dir: dir})
-			if err != nil {
-				return fsErr(err)
-			}
-			if g.json {
-				return printJSON(cmd, m)
-			}
-			return nil
-		},
+		RunE: unary[api.FSMountRequest, api.FSMount]{
+			req:  mountDir("unmount"),
+			call: (*api.Client).FSUnmount,
+			wrap: fsErr,
+		}.runE(g),
 	}
 	addJSON(cmd, g)
 	return cmd

@@ -48,22 +48,17 @@ func sendCmd(g *globals) *cobra.Command {
 		Use:   "send PATH MSG",
 		Short: "Send MSG (or stdin for -) to the endpoint at PATH, fire-and-forget",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := paths.Parse(args[0])
-			if err != nil {
-				return usageErr("send: %v", err)
-			}
-			body, err := payload(cmd, args[1])
-			if err != nil {
-				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			_, err = c.Send(cmd.Context(), api.SendRequest{Path: p, Payload: body, Timeout: timeout.String()})
-			return err
-		},
+		RunE: unary[api.SendRequest, api.CallResult]{
+			req: func(cmd *cobra.Command, args []string) (api.SendRequest, error) {
+				p, err := paths.Parse(args[0])
+				if err != nil {
+					return api.SendRequest{}, usageErr("send: %v", err)
+				}
+				body, err := payload(cmd, args[1])
+				return api.SendRequest{Path: p, Payload: body, Timeout: timeout.String()}, err
+			},
+			call: (*api.Client).Send,
+		}.runE(g),
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "give up when the message is not accepted within this long")
 	return cmd
@@ -75,32 +70,24 @@ func callCmd(g *globals) *cobra.Command {
 		Use:   "call PATH MSG",
 		Short: "Call the endpoint at PATH with MSG (or stdin for -); the reply goes to stdout",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := paths.Parse(args[0])
-			if err != nil {
-				return usageErr("call: %v", err)
-			}
-			if timeout <= 0 {
-				return usageErr("call: --timeout must be positive")
-			}
-			body, err := payload(cmd, args[1])
-			if err != nil {
+		RunE: unary[api.SendRequest, api.CallResult]{
+			req: func(cmd *cobra.Command, args []string) (api.SendRequest, error) {
+				p, err := paths.Parse(args[0])
+				if err != nil {
+					return api.SendRequest{}, usageErr("call: %v", err)
+				}
+				if timeout <= 0 {
+					return api.SendRequest{}, usageErr("call: --timeout must be positive")
+				}
+				body, err := payload(cmd, args[1])
+				return api.SendRequest{Path: p, Payload: body, Call: true, Timeout: timeout.String()}, err
+			},
+			call: (*api.Client).Send,
+			text: func(cmd *cobra.Command, res api.CallResult) error {
+				_, err := cmd.OutOrStdout().Write(res.Payload)
 				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.Send(cmd.Context(), api.SendRequest{Path: p, Payload: body, Call: true, Timeout: timeout.String()})
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd, res)
-			}
-			_, err = cmd.OutOrStdout().Write(res.Payload)
-			return err
-		},
+			},
+		}.runE(g),
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "deadline for the reply; the receiver sees it too")
 	addJSON(cmd, g)
@@ -147,28 +134,25 @@ func pubCmd(g *globals) *cobra.Command {
 		Use:   "pub TOPIC MSG",
 		Short: "Publish MSG (or stdin for -) on the topic TOPIC (a path your writecap covers)",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			topic, err := paths.Parse(args[0])
-			if err != nil {
-				return usageErr("pub: %v", err)
-			}
-			req := api.PublishRequest{Topic: topic}
-			for _, r := range readers {
-				p, err := paths.Parse(r)
+		RunE: unary[api.PublishRequest, api.None]{
+			req: func(cmd *cobra.Command, args []string) (api.PublishRequest, error) {
+				topic, err := paths.Parse(args[0])
 				if err != nil {
-					return usageErr("pub: --reader: %v", err)
+					return api.PublishRequest{}, usageErr("pub: %v", err)
 				}
-				req.Readers = append(req.Readers, p)
-			}
-			if req.Payload, err = payload(cmd, args[1]); err != nil {
-				return err
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			return c.Publish(cmd.Context(), req)
-		},
+				req := api.PublishRequest{Topic: topic}
+				for _, r := range readers {
+					p, err := paths.Parse(r)
+					if err != nil {
+						return api.PublishRequest{}, usageErr("pub: --reader: %v", err)
+					}
+					req.Readers = append(req.Readers, p)
+				}
+				req.Payload, err = payload(cmd, args[1])
+				return req, err
+			},
+			call: noResp((*api.Client).Publish),
+		}.runE(g),
 	}
 	cmd.Flags().StringSliceVar(&readers, "reader", nil, "make the message confidential: only the node at this path can read it (repeatable)")
 	return cmd

@@ -33,34 +33,26 @@ func statusCmd(g *globals) *cobra.Command {
 		Use:   "status",
 		Short: "Show the running daemon: path, peer ID, addresses, custody, DHT size, uptime",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			st, err := c.Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd, st)
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "path:          %s\n", st.Path)
-			fmt.Fprintf(out, "peer id:       %s\n", st.PeerID)
-			fmt.Fprintf(out, "node id:       %s\n", st.NodeID)
-			fmt.Fprintf(out, "custody:       %s\n", st.Custody)
-			fmt.Fprintf(out, "routing table: %d peers\n", st.RoutingTable)
-			fmt.Fprintf(out, "connected:     %d peers\n", st.Peers)
-			fmt.Fprintf(out, "uptime:        %s\n", st.Uptime)
-			if !st.RecordExpiry.IsZero() {
-				fmt.Fprintf(out, "record until:  %s\n", st.RecordExpiry.UTC().Format(time.RFC3339))
-			}
-			for _, a := range st.Addrs {
-				fmt.Fprintf(out, "address:       %s\n", a)
-			}
-			return nil
-		},
+		RunE: unary[api.None, api.Status]{
+			call: noReq((*api.Client).Status),
+			text: func(cmd *cobra.Command, st api.Status) error {
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "path:          %s\n", st.Path)
+				fmt.Fprintf(out, "peer id:       %s\n", st.PeerID)
+				fmt.Fprintf(out, "node id:       %s\n", st.NodeID)
+				fmt.Fprintf(out, "custody:       %s\n", st.Custody)
+				fmt.Fprintf(out, "routing table: %d peers\n", st.RoutingTable)
+				fmt.Fprintf(out, "connected:     %d peers\n", st.Peers)
+				fmt.Fprintf(out, "uptime:        %s\n", st.Uptime)
+				if !st.RecordExpiry.IsZero() {
+					fmt.Fprintf(out, "record until:  %s\n", st.RecordExpiry.UTC().Format(time.RFC3339))
+				}
+				for _, a := range st.Addrs {
+					fmt.Fprintf(out, "address:       %s\n", a)
+				}
+				return nil
+			},
+		}.runE(g),
 	}
 	addJSON(cmd, g)
 	return cmd
@@ -71,28 +63,20 @@ func peersCmd(g *globals) *cobra.Command {
 		Use:   "peers",
 		Short: "List connected peers with their verified paths",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			ps, err := c.Peers(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd, ps)
-			}
-			out := cmd.OutOrStdout()
-			for _, p := range ps {
-				path := p.Path.String()
-				if !p.Verified {
-					path = "(unverified)"
+		RunE: unary[api.None, []api.Peer]{
+			call: noReq((*api.Client).Peers),
+			text: func(cmd *cobra.Command, ps []api.Peer) error {
+				out := cmd.OutOrStdout()
+				for _, p := range ps {
+					path := p.Path.String()
+					if !p.Verified {
+						path = "(unverified)"
+					}
+					fmt.Fprintf(out, "%s  %s  %s\n", p.PeerID, path, strings.Join(p.Addrs, ","))
 				}
-				fmt.Fprintf(out, "%s  %s  %s\n", p.PeerID, path, strings.Join(p.Addrs, ","))
-			}
-			return nil
-		},
+				return nil
+			},
+		}.runE(g),
 	}
 	addJSON(cmd, g)
 	return cmd
@@ -103,33 +87,28 @@ func resolveCmd(g *globals) *cobra.Command {
 		Use:   "resolve PATH",
 		Short: "Find the peer that hosts PATH",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := paths.Parse(args[0])
-			if err != nil {
-				return usageErr("resolve: %v", err)
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.Resolve(cmd.Context(), p)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd, res)
-			}
-			src := "network"
-			if res.FromCache {
-				src = "cache"
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "path:    %s\npeer id: %s\nexpires: %s\nfrom:    %s\n", res.Path, res.PeerID, res.Expiry.UTC().Format(time.RFC3339), src)
-			for _, a := range res.Addrs {
-				fmt.Fprintf(out, "address: %s\n", a)
-			}
-			return nil
-		},
+		RunE: unary[paths.Path, api.Resolution]{
+			req: func(_ *cobra.Command, args []string) (paths.Path, error) {
+				p, err := paths.Parse(args[0])
+				if err != nil {
+					return paths.Path{}, usageErr("resolve: %v", err)
+				}
+				return p, nil
+			},
+			call: (*api.Client).Resolve,
+			text: func(cmd *cobra.Command, res api.Resolution) error {
+				src := "network"
+				if res.FromCache {
+					src = "cache"
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "path:    %s\npeer id: %s\nexpires: %s\nfrom:    %s\n", res.Path, res.PeerID, res.Expiry.UTC().Format(time.RFC3339), src)
+				for _, a := range res.Addrs {
+					fmt.Fprintf(out, "address: %s\n", a)
+				}
+				return nil
+			},
+		}.runE(g),
 	}
 	addJSON(cmd, g)
 	return cmd

@@ -175,32 +175,21 @@ func wasmPsCmd(g *globals) *cobra.Command {
 		Use:   "ps",
 		Short: "List this node's Wasm modules: name, state, restarts, module and why refused or stopped",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			list, err := c.WasmPs(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				if list == nil {
-					list = []api.WasmInstance{}
+		RunE: unary[api.None, []api.WasmInstance]{
+			call: listOf((*api.Client).WasmPs),
+			text: func(cmd *cobra.Command, list []api.WasmInstance) error {
+				if len(list) == 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "no modules")
+					return nil
 				}
-				return printJSON(cmd, list)
-			}
-			if len(list) == 0 {
-				fmt.Fprintln(cmd.OutOrStdout(), "no modules")
-				return nil
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tRESTARTS\tMODULE\tPATH\tREASON")
-			for _, in := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", dash(in.Name), in.State, in.Restarts, dash(in.Module.String()), dash(in.Path.String()), dash(oneLine(in.Reason)))
-			}
-			return tw.Flush()
-		},
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tSTATE\tRESTARTS\tMODULE\tPATH\tREASON")
+				for _, in := range list {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", dash(in.Name), in.State, in.Restarts, dash(in.Module.String()), dash(in.Path.String()), dash(oneLine(in.Reason)))
+				}
+				return tw.Flush()
+			},
+		}.runE(g),
 	}
 	addJSON(cmd, g)
 	return cmd
@@ -223,33 +212,29 @@ func wasmStopCmd(g *globals) *cobra.Command {
 		Long: "Remove the manifest of NAME from this node's deployment directory (or --on NODE_PATH's), which\n" +
 			"stops the module there. On this node the command returns once it has stopped.",
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			req := api.WasmStopRequest{Name: args[0]}
-			if on != "" {
-				p, err := fsPath("stop --on", on)
-				if err != nil {
-					return err
+		RunE: unary[api.WasmStopRequest, api.WasmStopResult]{
+			req: func(_ *cobra.Command, args []string) (api.WasmStopRequest, error) {
+				req := api.WasmStopRequest{Name: args[0]}
+				if on != "" {
+					p, err := fsPath("stop --on", on)
+					if err != nil {
+						return api.WasmStopRequest{}, err
+					}
+					req.Node = p
 				}
-				req.Node = p
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			res, err := c.WasmStop(cmd.Context(), req)
-			if err != nil {
-				return fsErr(err)
-			}
-			if g.json {
-				return printJSON(cmd, res)
-			}
-			what := "removed"
-			if res.Stopped {
-				what = "stopped; removed"
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s %s\n", res.Name, what, res.Removed)
-			return nil
-		},
+				return req, nil
+			},
+			call: (*api.Client).WasmStop,
+			wrap: fsErr,
+			text: func(cmd *cobra.Command, res api.WasmStopResult) error {
+				what := "removed"
+				if res.Stopped {
+					what = "stopped; removed"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s %s\n", res.Name, what, res.Removed)
+				return nil
+			},
+		}.runE(g),
 	}
 	cmd.Flags().StringVar(&on, "on", "", "the node path whose deployment directory holds it (default this node)")
 	addJSON(cmd, g)
