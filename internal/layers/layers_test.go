@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -195,5 +196,29 @@ func TestLayerOf(t *testing.T) {
 				t.Errorf("layerOf(%q) is the layer of %q, want %q", tc.pkg, got, tc.want)
 			}
 		})
+	}
+}
+
+// contracts lists packages that define a contract other layers build on and
+// that may import no more of Blocktree than the packages named here, so a
+// client of the contract pulls in nothing else.
+var contracts = map[string][]string{
+	"api":   {"paths"},
+	"paths": {},
+}
+
+func TestContractImports(t *testing.T) {
+	for pkg, allowed := range contracts {
+		for _, p := range goList(t, nil, module+"/"+pkg) {
+			if local(p.ImportPath) != pkg {
+				continue
+			}
+			for _, imp := range p.Imports {
+				dep := local(imp)
+				if dep != "" && !slices.Contains(allowed, dep) {
+					t.Errorf("%s imports %s: a contract imports only the standard library and %v", pkg, dep, allowed)
+				}
+			}
+		}
 	}
 }
