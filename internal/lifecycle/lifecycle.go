@@ -1,13 +1,19 @@
 package lifecycle
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Group counts the operations in flight of a server that Close waits
 // for. It must not be copied after first use.
 type Group struct {
-	// mu guards closed and orders wg.Add against Close's Wait.
-	mu     sync.Mutex
-	closed bool
+	// mu orders Enter's wg.Add against Close's Wait: Enter holds it
+	// shared, so operations enter without contending, and Close sets
+	// closed holding it exclusively. closed is also read alone, by
+	// Closed, which is on the hot paths of message delivery.
+	mu     sync.RWMutex
+	closed atomic.Bool
 	wg     sync.WaitGroup
 
 	once sync.Once
@@ -16,9 +22,9 @@ type Group struct {
 // Enter registers an operation that Close waits for. It reports false,
 // and registers nothing, once Close has begun.
 func (g *Group) Enter() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed.Load() {
 		return false
 	}
 	g.wg.Add(1)
@@ -48,9 +54,7 @@ func (g *Group) Go(f func()) bool {
 
 // Closed reports whether Close has begun.
 func (g *Group) Closed() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.closed
+	return g.closed.Load()
 }
 
 // Close refuses new operations, then runs stop (when not nil) to end the
@@ -59,7 +63,7 @@ func (g *Group) Closed() bool {
 func (g *Group) Close(stop func()) {
 	g.once.Do(func() {
 		g.mu.Lock()
-		g.closed = true
+		g.closed.Store(true)
 		g.mu.Unlock()
 		if stop != nil {
 			stop()
