@@ -15,14 +15,19 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
+// TestMain runs the tests in UTC: commands such as log print local times,
+// and the golden files hold them. time.Local is set here, before any
+// goroutine of a test can read it.
+func TestMain(m *testing.M) {
+	time.Local = time.UTC
+	os.Exit(m.Run())
+}
+
 // TestUnaryCommands runs each one-call command against canned answers and
 // checks its request, and its text and --json output byte for byte against
 // testdata/unary/NAME.golden (go test -run TestUnaryCommands -update
 // rewrites them).
 func TestUnaryCommands(t *testing.T) {
-	local := time.Local
-	time.Local = time.UTC // log prints local times
-	t.Cleanup(func() { time.Local = local })
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	other := paths.MustParse("/" + testRoot + "/laptop/other.txt")
 	for _, tc := range []struct {
