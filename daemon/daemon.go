@@ -43,11 +43,11 @@ import (
 
 	"blocktree.dev/bt/actors"
 	"blocktree.dev/bt/api"
+	"blocktree.dev/bt/apiserver"
 	"blocktree.dev/bt/blocks/exchange"
 	"blocktree.dev/bt/blocks/leveldb"
 	"blocktree.dev/bt/blocks/replica"
 	"blocktree.dev/bt/caps"
-	"blocktree.dev/bt/apiserver"
 	fssvc "blocktree.dev/bt/fsys/service"
 	"blocktree.dev/bt/internal/supervise"
 	"blocktree.dev/bt/invite"
