@@ -821,3 +821,48 @@ func mustMarshal(t testing.TB, v any) []byte {
 	}
 	return b
 }
+
+func TestHandleTree(t *testing.T) {
+	d := nettest.NewDomain(t)
+	a, b := pair(t, d, Config{}, Config{})
+	tree := mustJoin(t, b.node.Path(), "svc")
+	got := make(chan paths.Path, 4)
+	remove, err := b.HandleTree(tree, func(_ context.Context, m *Message) ([]byte, error) {
+		got <- m.To
+		return []byte("tree"), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.HandleTree(tree, func(context.Context, *Message) ([]byte, error) { return nil, nil }); !errors.Is(err, ErrExists) {
+		t.Fatalf("second HandleTree = %v, want ErrExists", err)
+	}
+	if _, err := b.HandleTree(d.Path(t, "other"), func(context.Context, *Message) ([]byte, error) { return nil, nil }); !errors.Is(err, ErrNotOwnPath) {
+		t.Fatalf("HandleTree of another node's path = %v, want ErrNotOwnPath", err)
+	}
+	exact := mustJoin(t, tree, "x")
+	if _, err := b.Handle(exact, func(context.Context, *Message) ([]byte, error) { return []byte("exact"), nil }); err != nil {
+		t.Fatal(err)
+	}
+	ctx := nettest.Context(t, 10*time.Second)
+	deep := mustJoin(t, tree, "y", "z")
+	for _, tc := range []struct {
+		to   paths.Path
+		want string
+	}{{deep, "tree"}, {exact, "exact"}, {mustJoin(t, exact, "under"), "tree"}} {
+		reply, err := a.Call(ctx, tc.to, nil, 0)
+		if err != nil || string(reply) != tc.want {
+			t.Fatalf("Call(%s) = %q, %v; want %q", tc.to, reply, err, tc.want)
+		}
+	}
+	if to := <-got; to != deep {
+		t.Fatalf("the tree handler saw To %s, want the full target %s", to, deep)
+	}
+	if _, err := a.Call(ctx, tree, nil, 0); !errors.Is(err, ErrNoEndpoint) {
+		t.Fatalf("Call of the tree's own path = %v, want ErrNoEndpoint", err)
+	}
+	remove()
+	if _, err := a.Call(ctx, deep, nil, 0); !errors.Is(err, ErrNoEndpoint) {
+		t.Fatalf("Call after remove = %v, want ErrNoEndpoint", err)
+	}
+}

@@ -128,9 +128,10 @@ type Router struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 
-	// hmu guards handlers.
+	// hmu guards handlers and trees.
 	hmu      sync.RWMutex
-	handlers map[paths.Path]*endpoint
+	handlers map[paths.Path]*endpoint // Handle: the exact path
+	trees    map[paths.Path]*endpoint // HandleTree: the paths under it
 
 	// gmu guards grants.
 	gmu    sync.Mutex
@@ -174,6 +175,7 @@ func New(node *p2p.Node, cfg Config) (*Router, error) {
 		log: cfg.Log.With("subsystem", "msg"), verifier: cfg.Verifier,
 		inbound:  make(chan struct{}, cfg.MaxInbound),
 		handlers: make(map[paths.Path]*endpoint),
+		trees:    make(map[paths.Path]*endpoint),
 		peers:    make(map[peer.ID]*peerGate),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
@@ -223,15 +225,54 @@ func (r *Router) Handle(p paths.Path, h Handler) (remove func(), err error) {
 	}, nil
 }
 
-// handler returns the handler registered at exactly p, or nil.
+// HandleTree registers h for every path strictly under p (not p itself),
+// which must be this node's path or under it (ErrNotOwnPath otherwise),
+// and at most one HandleTree per p (ErrExists). A message goes to the
+// handler of its exact path if there is one (Handle), else to the tree
+// handler of its nearest ancestor; Message.To is the full target path. A
+// subtree's messages get their own flow control per target path, so one
+// slow path under p does not hold up another. remove unregisters h; it is
+// idempotent. Safe for concurrent use.
+func (r *Router) HandleTree(p paths.Path, h Handler) (remove func(), err error) {
+	switch {
+	case h == nil:
+		return nil, fmt.Errorf("msg: handle tree %s: nil handler", p)
+	case !p.HasPrefix(r.self):
+		return nil, fmt.Errorf("msg: handle tree %s: this node hosts %s and the paths under it: %w", p, r.self, ErrNotOwnPath)
+	}
+	e := &endpoint{h: h}
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	if _, ok := r.trees[p]; ok {
+		return nil, fmt.Errorf("msg: handle tree %s: remove the registered handler first: %w", p, ErrExists)
+	}
+	r.trees[p] = e
+	return func() {
+		r.hmu.Lock()
+		defer r.hmu.Unlock()
+		if r.trees[p] == e {
+			delete(r.trees, p)
+		}
+	}, nil
+}
+
+// handler returns the handler for p: the one registered at exactly p, else
+// the tree handler of p's nearest ancestor within this node, or nil.
 func (r *Router) handler(p paths.Path) Handler {
 	r.hmu.RLock()
-	e := r.handlers[p]
-	r.hmu.RUnlock()
-	if e == nil {
+	defer r.hmu.RUnlock()
+	if e := r.handlers[p]; e != nil {
+		return e.h
+	}
+	if len(r.trees) == 0 {
 		return nil
 	}
-	return e.h
+	for q, ok := p.Parent(); ok && q.HasPrefix(r.self); q, ok = q.Parent() {
+		if e := r.trees[q]; e != nil {
+			return e.h
+		}
+	}
+	return nil
 }
 
 // AddGrant gives the Router a writecap that lets this node write to paths
