@@ -38,6 +38,11 @@ var (
 	// ErrBadMessage: a header was malformed; the sender and the receiver
 	// disagree about the protocol.
 	ErrBadMessage = errors.New("malformed message header")
+	// ErrUndelivered: an earlier Send to the same path, which had
+	// returned, was refused by its receiver or lost with its session; the
+	// earlier error is wrapped too. The message of the Send that reports
+	// it was not sent.
+	ErrUndelivered = errors.New("an earlier send was not delivered")
 	// ErrUnknownVersion: a header's version is not Version.
 	ErrUnknownVersion = errors.New("unknown message format version")
 )

@@ -141,6 +141,19 @@ type Router struct {
 	pmu   sync.Mutex
 	peers map[peer.ID]*peerGate
 
+	// lmu guards links: the sessions to other nodes, by node path.
+	lmu   sync.Mutex
+	links map[paths.Path]*link
+
+	// smu guards inSessions: the inbound sessions of each peer.
+	smu        sync.Mutex
+	inSessions map[peer.ID]int
+
+	// umu guards failures: the sends that failed after Send returned, by
+	// target, reported by the next Send there.
+	umu      sync.Mutex
+	failures map[paths.Path]error
+
 	// nodes remembers the peer that proved each node path, to skip
 	// p2p.Connect while that peer stays verified and connected.
 	nodes sync.Map // paths.Path → peer.ID
@@ -177,9 +190,13 @@ func New(node *p2p.Node, cfg Config) (*Router, error) {
 		handlers: make(map[paths.Path]*endpoint),
 		trees:    make(map[paths.Path]*endpoint),
 		peers:    make(map[peer.ID]*peerGate),
+		links:      make(map[paths.Path]*link),
+		inSessions: make(map[peer.ID]int),
+		failures:   make(map[paths.Path]error),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.host.SetStreamHandler(ProtocolID, r.handleStream)
+	r.host.SetStreamHandler(SessionProtocol, r.handleSession)
 	return r, nil
 }
 
@@ -191,6 +208,7 @@ func New(node *p2p.Node, cfg Config) (*Router, error) {
 func (r *Router) Close() error {
 	r.life.Close(func() {
 		r.host.RemoveStreamHandler(ProtocolID)
+		r.host.RemoveStreamHandler(SessionProtocol)
 		r.cancel()
 	})
 	return nil
@@ -318,6 +336,56 @@ func (r *Router) grantFor(to paths.Path) []byte {
 	clear(r.grants[len(kept):])
 	r.grants = kept
 	return found
+}
+
+// grantsFor returns the encoded writecaps to present in a session's hello
+// to node, of another domain, and the prefixes they cover.
+func (r *Router) grantsFor(node paths.Path) ([][]byte, []paths.Path) {
+	if node.Root() == r.self.Root() {
+		return nil, nil
+	}
+	r.gmu.Lock()
+	defer r.gmu.Unlock()
+	now := time.Now()
+	var wcs [][]byte
+	var covered []paths.Path
+	for _, w := range r.grants {
+		p := w.Prefix()
+		if len(wcs) == maxHelloCaps || !now.Before(w.Expiry()) || w.Root() != node.Root() || !(p.HasPrefix(node) || node.HasPrefix(p)) {
+			continue
+		}
+		if r.verifier.Verify(w, p) == nil {
+			wcs = append(wcs, w.Marshal())
+			covered = append(covered, p)
+		}
+	}
+	return wcs, covered
+}
+
+// maxFailures bounds the failed sends remembered for their next Send.
+const maxFailures = 4096
+
+// undelivered remembers that a send to to failed after Send returned: the
+// next Send to to reports it.
+func (r *Router) undelivered(to paths.Path, err error) {
+	r.umu.Lock()
+	defer r.umu.Unlock()
+	if _, ok := r.failures[to]; ok || len(r.failures) >= maxFailures {
+		return
+	}
+	r.failures[to] = err
+}
+
+// failure takes the remembered failure of a send to to, if any.
+func (r *Router) failure(to paths.Path) error {
+	r.umu.Lock()
+	defer r.umu.Unlock()
+	if len(r.failures) == 0 {
+		return nil
+	}
+	err := r.failures[to]
+	delete(r.failures, to)
+	return err
 }
 
 // gate waits for a turn to send to peer id; release gives it back.

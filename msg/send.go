@@ -44,35 +44,58 @@ const (
 )
 
 // Send delivers body, exactly size bytes, to the handler at path to, fire
-// and forget. It returns once the receiver has accepted the message —
-// authorised it, found the handler and started it — and this side has
-// written the payload; it does not wait for the handler to finish. For a
-// path of this node the handler is called in process with body itself (no
-// encoding, no copy) on a goroutine of the Router, and Send returns when
-// the handler has read the body or returned.
+// and forget. A payload of at most SessionMax bytes to another node is
+// queued on the session to that node and Send returns once it has the
+// credit of the session's windows, without waiting for the receiver:
+// under load many go out in one write. A full window (a slow handler at
+// to, or a slow node) makes Send wait, until ctx's deadline (a minute
+// without one), then fail with ErrBusy and context.DeadlineExceeded.
+// Sends from one Router to one path are handled at the receiver one at a
+// time, in order. A send the receiver refuses after Send returned (no
+// handler, denied, ...) or that is lost with its session is logged and
+// reported by the next Send to the same path, which then fails with
+// ErrUndelivered wrapping that error and does not send its own message;
+// use SendConfirmed to learn each message's fate. A larger payload goes
+// on a stream of its own and Send returns once the receiver accepted it.
+//
+// For a path of this node the handler is called in process with body
+// itself (no encoding, no copy) on a goroutine of the Router, and Send
+// returns when the handler has read the body or returned.
 //
 // Errors: ErrTooLarge (size over Config.MaxMessage, here or at the
 // receiver); ErrNoEndpoint; ErrDenied; ErrUnreachable (with p2p's error);
-// ErrBusy; ErrClosed; context.DeadlineExceeded or context.Canceled, naming
-// the node that did not answer; an error reading body. A handler's error
-// is not reported. Safe for concurrent use.
+// ErrBusy; ErrUndelivered; ErrClosed; context.DeadlineExceeded or
+// context.Canceled, naming the node that did not answer; an error reading
+// body. A handler's error is not reported. Safe for concurrent use.
 func (r *Router) Send(ctx context.Context, to paths.Path, body io.Reader, size int64) error {
-	_, err := r.deliver(ctx, false, to, body, size)
+	_, err := r.deliver(ctx, frameSend, to, body, size)
+	return err
+}
+
+// SendConfirmed is Send that returns only once the receiver has accepted
+// the message: authorised it, found its handler and started it (a round
+// trip); its errors are this message's own. It does not wait for the
+// handler to finish.
+func (r *Router) SendConfirmed(ctx context.Context, to paths.Path, body io.Reader, size int64) error {
+	_, err := r.deliver(ctx, frameConfirm, to, body, size)
 	return err
 }
 
 // Call delivers body, exactly size bytes, to the handler at path to and
 // returns its reply. ctx's deadline travels with the message: the
 // receiver's handler gets it in its ctx and the receiver gives up at it
-// too. For a path of this node the handler runs in process on the
-// caller's goroutine, with body itself (no encoding, no copy).
+// too. A payload of at most SessionMax bytes to another node travels on
+// the session to that node, pipelined with the other messages there, and
+// its reply comes back on it; a larger one on a stream of its own. For a
+// path of this node the handler runs in process on the caller's
+// goroutine, with body itself (no encoding, no copy).
 //
-// Errors: those of Send, and *RemoteError when the handler returned an
-// error; ErrTooLarge also for a reply over Config.MaxMessage. Without a
-// deadline a Call waits as long as the handler takes (and the connection
-// lives). Safe for concurrent use.
+// Errors: those of Send but ErrUndelivered, and *RemoteError when the
+// handler returned an error; ErrTooLarge also for a reply over
+// Config.MaxMessage. Without a deadline a Call waits as long as the
+// handler takes (and the connection lives). Safe for concurrent use.
 func (r *Router) Call(ctx context.Context, to paths.Path, body io.Reader, size int64) ([]byte, error) {
-	return r.deliver(ctx, true, to, body, size)
+	return r.deliver(ctx, frameCall, to, body, size)
 }
 
 func opName(call bool) string {
@@ -82,7 +105,8 @@ func opName(call bool) string {
 	return "send"
 }
 
-func (r *Router) deliver(ctx context.Context, call bool, to paths.Path, body io.Reader, size int64) ([]byte, error) {
+func (r *Router) deliver(ctx context.Context, typ byte, to paths.Path, body io.Reader, size int64) ([]byte, error) {
+	call := typ == frameCall
 	op := opName(call)
 	if !r.life.Enter() {
 		return nil, fmt.Errorf("msg: %s %s: %w", op, to, ErrClosed)
@@ -109,9 +133,39 @@ func (r *Router) deliver(ctx context.Context, call bool, to paths.Path, body io.
 	if !ok {
 		return nil, fmt.Errorf("msg: %s %s: a root path names no node; address /<root>/<node>/…: %w", op, to, ErrNoEndpoint)
 	}
+	if typ == frameSend {
+		if err := r.failure(to); err != nil {
+			return nil, fmt.Errorf("msg: send %s: an earlier send there failed after Send returned, so this message was not sent: %w: %w", to, ErrUndelivered, err)
+		}
+	}
 	x := &exchange{r: r, op: op, call: call, to: to, node: node, ctx: ctx, body: body, size: size}
 	x.dl, _ = ctx.Deadline()
+	if size <= SessionMax {
+		if err := ctx.Err(); err != nil {
+			return nil, x.ctxErr()
+		}
+		s, err := r.link(node).get(ctx)
+		switch {
+		case err == nil:
+			return s.deliver(x, typ)
+		case err != errFallback:
+			return nil, x.linkErr(err)
+		}
+	}
 	return x.run()
+}
+
+// linkErr is the error for a session that could not be opened.
+func (x *exchange) linkErr(err error) error {
+	switch {
+	case errors.Is(err, ErrClosed) || x.r.ctx.Err() != nil:
+		return fmt.Errorf("msg: %s %s: %w", x.op, x.to, ErrClosed)
+	case x.ctx.Err() != nil:
+		return x.connectErr(err)
+	case errors.Is(err, ErrDenied), errors.Is(err, ErrBusy), errors.Is(err, ErrBadMessage), errors.Is(err, ErrUnknownVersion):
+		return fmt.Errorf("msg: %s %s: %w", x.op, x.to, err)
+	}
+	return x.connectErr(err)
 }
 
 type eofReader struct{}
