@@ -222,8 +222,8 @@ type session struct {
 	pid     peer.ID
 	br      *bufio.Reader
 	wr      *frameWriter
-	w       welcome        // the windows granted
-	covered []paths.Path   // prefixes the hello's writecaps cover
+	w       welcome       // the windows granted
+	covered []paths.Path  // prefixes the hello's writecaps cover
 	dead    chan struct{} // closed by fail
 
 	// mu guards the fields below.

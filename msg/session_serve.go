@@ -50,7 +50,7 @@ type grant struct {
 // sends wait in order in queue and run one at a time.
 type target struct {
 	to      paths.Path
-	n       int       // requests in flight: queued, running or answering
+	n       int      // requests in flight: queued, running or answering
 	queue   []*inReq // sends not started
 	running bool     // a goroutine runs the queue
 }
