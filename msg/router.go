@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -153,6 +154,7 @@ type Router struct {
 	// target, reported by the next Send there.
 	umu      sync.Mutex
 	failures map[paths.Path]error
+	nfailed  atomic.Int32 // len(failures), read without umu
 
 	// nodes remembers the peer that proved each node path, to skip
 	// p2p.Connect while that peer stays verified and connected.
@@ -374,17 +376,19 @@ func (r *Router) undelivered(to paths.Path, err error) {
 		return
 	}
 	r.failures[to] = err
+	r.nfailed.Store(int32(len(r.failures)))
 }
 
 // failure takes the remembered failure of a send to to, if any.
 func (r *Router) failure(to paths.Path) error {
-	r.umu.Lock()
-	defer r.umu.Unlock()
-	if len(r.failures) == 0 {
+	if r.nfailed.Load() == 0 {
 		return nil
 	}
+	r.umu.Lock()
+	defer r.umu.Unlock()
 	err := r.failures[to]
 	delete(r.failures, to)
+	r.nfailed.Store(int32(len(r.failures)))
 	return err
 }
 

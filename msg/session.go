@@ -326,8 +326,9 @@ func (s *session) fail(err error) {
 var errNoCredit = errors.New("no credit")
 
 // begin takes the credit for p in the session's windows, waiting until
-// ctx ends; it returns p's ID.
-func (s *session) begin(ctx context.Context, p *pending) (uint64, error) {
+// ctx ends or dl (if not zero) passes; it returns p's ID.
+func (s *session) begin(ctx context.Context, dl time.Time, p *pending) (uint64, error) {
+	var timeout <-chan time.Time
 	for {
 		s.mu.Lock()
 		if s.err != nil {
@@ -350,9 +351,16 @@ func (s *session) begin(ctx context.Context, p *pending) (uint64, error) {
 		}
 		room := s.room
 		s.mu.Unlock()
+		if timeout == nil && !dl.IsZero() {
+			t := time.NewTimer(time.Until(dl))
+			defer t.Stop()
+			timeout = t.C
+		}
 		select {
 		case <-room:
 		case <-s.dead:
+		case <-timeout:
+			return 0, errNoCredit
 		case <-ctx.Done():
 			return 0, errNoCredit
 		}
@@ -537,16 +545,13 @@ func (s *session) deliver(x *exchange, typ byte) ([]byte, error) {
 	if typ != frameSend {
 		p.ch = make(chan outcome, 1)
 	}
-	ctx := x.ctx
+	// A send without a deadline waits for credit for at most idleTimeout:
+	// a receiver that takes nothing for that long is stuck.
+	var wait time.Time
 	if typ == frameSend && x.dl.IsZero() {
-		// A send without a deadline waits for credit for at most
-		// idleTimeout: a receiver that takes nothing for that long is
-		// stuck.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, idleTimeout)
-		defer cancel()
+		wait = time.Now().Add(idleTimeout)
 	}
-	id, err := s.begin(ctx, p)
+	id, err := s.begin(x.ctx, wait, p)
 	if err != nil {
 		if err == errNoCredit {
 			return nil, x.creditErr(s)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"time"
 
@@ -30,6 +31,10 @@ type inSession struct {
 	wr     *frameWriter
 	ctx    context.Context // ends with the session: handlers' contexts derive from it
 	cancel context.CancelFunc
+
+	// parsed caches the targets parsed on this session (read goroutine
+	// only): a sender sends to the same few paths again and again.
+	parsed map[string]paths.Path
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -246,7 +251,7 @@ func (in *inSession) read(br *bufio.Reader) {
 // once. An error breaks the session: the sender overran its windows.
 func (in *inSession) request(q *sreq) error {
 	r := in.r
-	to, perr := paths.Parse(q.to)
+	to, perr := in.parse(q.to)
 	in.mu.Lock()
 	if in.failed {
 		in.mu.Unlock()
@@ -319,6 +324,25 @@ func (in *inSession) request(q *sreq) error {
 	return nil
 }
 
+// maxParsed bounds a session's cache of parsed targets.
+const maxParsed = 1024
+
+// parse parses a target, through the session's cache.
+func (in *inSession) parse(s string) (paths.Path, error) {
+	if p, ok := in.parsed[s]; ok {
+		return p, nil
+	}
+	p, err := paths.Parse(s)
+	if err != nil {
+		return p, err
+	}
+	if in.parsed == nil || len(in.parsed) >= maxParsed {
+		in.parsed = make(map[string]paths.Path)
+	}
+	in.parsed[s] = p
+	return p, nil
+}
+
 // admit authorises a message to to, with today's rule: a sender of this
 // domain may, one of another domain needs a writecap, from the hello or
 // this frame, issued under this root, covering to, held by its node.
@@ -351,10 +375,31 @@ func (in *inSession) admit(to paths.Path, wc []byte) (kind, string) {
 	return kindOK, ""
 }
 
-// drain runs the queued sends of t, one at a time, in order.
+// ackBatch bounds the sends a drain acknowledges in one frame.
+const ackBatch = 128
+
+// drain runs the queued sends of t, one at a time, in order, and
+// acknowledges them in batches: when the queue runs dry, or every
+// ackBatch.
 func (in *inSession) drain(t *target) {
+	acks := make([]uint64, 0, ackBatch)
+	yielded := false
 	for {
 		in.mu.Lock()
+		if len(t.queue) == 0 && len(acks) > 0 {
+			in.mu.Unlock()
+			in.ack(t, acks)
+			acks = acks[:0]
+			continue
+		}
+		if len(t.queue) == 0 && !yielded && !in.failed {
+			// Under load the next send is usually a moment away: look
+			// again once before this goroutine ends.
+			in.mu.Unlock()
+			yielded = true
+			runtime.Gosched()
+			continue
+		}
 		if len(t.queue) == 0 || in.failed {
 			t.running = false
 			if t.n == 0 {
@@ -363,6 +408,7 @@ func (in *inSession) drain(t *target) {
 			in.mu.Unlock()
 			return
 		}
+		yielded = false
 		q := t.queue[0]
 		t.queue[0] = nil
 		t.queue = t.queue[1:]
@@ -370,12 +416,32 @@ func (in *inSession) drain(t *target) {
 			t.queue = nil
 		}
 		in.mu.Unlock()
-		in.serve(q)
+		if in.serve(q) {
+			if acks = append(acks, q.id); len(acks) == ackBatch {
+				in.ack(t, acks)
+				acks = acks[:0]
+			}
+		}
 	}
 }
 
-// serve runs one request's handler and answers it.
-func (in *inSession) serve(q *inReq) {
+// ack gives back the credit of sends to t whose handlers returned and
+// acknowledges them in one frame.
+func (in *inSession) ack(t *target, ids []uint64) {
+	in.mu.Lock()
+	in.inflight -= len(ids)
+	t.n -= len(ids)
+	in.mu.Unlock()
+	b, err := in.wr.begin()
+	if err != nil {
+		return
+	}
+	_ = in.wr.end(appendAck(b, ids), false)
+}
+
+// serve runs one request's handler and answers it; for a send whose
+// handler returned it leaves the ack to the caller and returns true.
+func (in *inSession) serve(q *inReq) (ack bool) {
 	r := in.r
 	size := int64(len(*q.payload))
 	ctx := in.ctx
@@ -394,7 +460,7 @@ func (in *inSession) serve(q *inReq) {
 			k, why = kindDeadline, fmt.Sprintf("the message's deadline passed while it waited for a turn at %s", r.self)
 		}
 		in.finish(q.typ, q.id, q.to, size, k, why, nil)
-		return
+		return false
 	}
 	if q.typ == frameConfirm {
 		in.accept(q.id)
@@ -409,8 +475,10 @@ func (in *inSession) serve(q *inReq) {
 		if herr != nil {
 			r.log.Debug("handler failed on a sent message", "to", q.to, "from", in.from, "err", herr)
 		}
-		in.finish(q.typ, q.id, q.to, size, kindOK, "", nil)
-		return
+		in.mu.Lock()
+		in.bytes -= size
+		in.mu.Unlock()
+		return true
 	}
 	k, why := kindOK, ""
 	switch {
@@ -425,6 +493,7 @@ func (in *inSession) serve(q *inReq) {
 		reply = nil
 	}
 	in.finish(q.typ, q.id, q.to, size, k, why, reply)
+	return false
 }
 
 // turn waits for one of MaxInbound turns, until ctx ends or queueWait.
