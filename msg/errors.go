@@ -65,3 +65,24 @@ func (e *RemoteError) Error() string {
 // Unwrap returns the handler's own error for an in-process call, nil for a
 // remote one.
 func (e *RemoteError) Unwrap() error { return e.err }
+
+// UndeliveredError reports sends to Path that Send had returned for and
+// that were refused by their receiver, or lost with their session (those
+// may or may not have been handled). The next Send to Path returns it,
+// without sending its own message; errors.Is(err, ErrUndelivered) holds,
+// and Err, the first failure's error, is wrapped too.
+type UndeliveredError struct {
+	Path paths.Path
+	N    int   // sends that failed or may have been lost
+	Err  error // the first one's error
+}
+
+func (e *UndeliveredError) Error() string {
+	return fmt.Sprintf("msg: send %s: %d earlier sends there, which had returned, were not delivered (this message was not sent; use SendConfirmed to learn each one's fate): %v", e.Path, e.N, e.Err)
+}
+
+// Is reports ErrUndelivered.
+func (e *UndeliveredError) Is(target error) bool { return target == ErrUndelivered }
+
+// Unwrap returns the first failure's error.
+func (e *UndeliveredError) Unwrap() error { return e.Err }

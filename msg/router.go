@@ -153,7 +153,7 @@ type Router struct {
 	// umu guards failures: the sends that failed after Send returned, by
 	// target, reported by the next Send there.
 	umu      sync.Mutex
-	failures map[paths.Path]error
+	failures map[paths.Path]*UndeliveredError
 	nfailed  atomic.Int32 // len(failures), read without umu
 
 	// nodes remembers the peer that proved each node path, to skip
@@ -194,7 +194,7 @@ func New(node *p2p.Node, cfg Config) (*Router, error) {
 		peers:      make(map[peer.ID]*peerGate),
 		links:      make(map[paths.Path]*link),
 		inSessions: make(map[peer.ID]int),
-		failures:   make(map[paths.Path]error),
+		failures:   make(map[paths.Path]*UndeliveredError),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.host.SetStreamHandler(ProtocolID, r.handleStream)
@@ -367,29 +367,36 @@ func (r *Router) grantsFor(node paths.Path) ([][]byte, []paths.Path) {
 // maxFailures bounds the failed sends remembered for their next Send.
 const maxFailures = 4096
 
-// undelivered remembers that a send to to failed after Send returned: the
-// next Send to to reports it.
-func (r *Router) undelivered(to paths.Path, err error) {
+// undelivered remembers that n sends to to failed after Send returned,
+// with err: the next Send to to reports them.
+func (r *Router) undelivered(to paths.Path, n int, err error) {
 	r.umu.Lock()
 	defer r.umu.Unlock()
-	if _, ok := r.failures[to]; ok || len(r.failures) >= maxFailures {
+	if f := r.failures[to]; f != nil {
+		f.N += n
 		return
 	}
-	r.failures[to] = err
+	if len(r.failures) >= maxFailures {
+		return // the log has them
+	}
+	r.failures[to] = &UndeliveredError{Path: to, N: n, Err: err}
 	r.nfailed.Store(int32(len(r.failures)))
 }
 
-// failure takes the remembered failure of a send to to, if any.
+// failure takes the remembered failures of sends to to, if any.
 func (r *Router) failure(to paths.Path) error {
 	if r.nfailed.Load() == 0 {
 		return nil
 	}
 	r.umu.Lock()
 	defer r.umu.Unlock()
-	err := r.failures[to]
+	f := r.failures[to]
+	if f == nil {
+		return nil
+	}
 	delete(r.failures, to)
 	r.nfailed.Store(int32(len(r.failures)))
-	return err
+	return f
 }
 
 // gate waits for a turn to send to peer id; release gives it back.

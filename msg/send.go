@@ -135,7 +135,7 @@ func (r *Router) deliver(ctx context.Context, typ byte, to paths.Path, body io.R
 	}
 	if typ == frameSend {
 		if err := r.failure(to); err != nil {
-			return nil, fmt.Errorf("msg: send %s: an earlier send there failed after Send returned, so this message was not sent: %w: %w", to, ErrUndelivered, err)
+			return nil, err
 		}
 	}
 	x := &exchange{r: r, op: op, call: call, to: to, node: node, ctx: ctx, body: body, size: size}

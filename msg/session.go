@@ -308,14 +308,18 @@ func (s *session) fail(err error) {
 	}
 	l.mu.Unlock()
 	lost := 0
+	byTarget := make(map[paths.Path]int)
 	for _, p := range pending {
 		switch {
 		case p.ch != nil && !p.sent:
 			p.resolveLocked(outcome{err: err})
 		case p.typ != frameCall && !p.freed:
 			lost++
-			l.r.undelivered(p.to, fmt.Errorf("the session to node %s (peer %s) failed before node acknowledged it, so it may not have been delivered: %w: %v", l.node, s.pid, ErrUnreachable, err))
+			byTarget[p.to]++
 		}
+	}
+	for to, n := range byTarget {
+		l.r.undelivered(to, n, fmt.Errorf("the session to node %s (peer %s) failed before the node acknowledged them, so they may not have been handled: %w: %v", l.node, s.pid, ErrUnreachable, err))
 	}
 	if lost > 0 && !errors.Is(err, ErrClosed) {
 		l.r.log.Warn("session failed with sends unacknowledged; they may not have been delivered", "node", l.node, "sends", lost, "err", err)
@@ -457,7 +461,7 @@ func (s *session) replied(rep *srep) error {
 			s.freeLocked(p)
 			err = s.refused(p.to, rep)
 			if p.ch == nil || p.sent {
-				s.l.r.undelivered(p.to, err)
+				s.l.r.undelivered(p.to, 1, err)
 				s.l.r.log.Warn("a send was refused after Send returned", "to", p.to, "node", s.l.node, "err", err)
 			}
 		}
