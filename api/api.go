@@ -114,6 +114,7 @@ type SendRequest struct {
 	Path    paths.Path `json:"path"`
 	Payload []byte     `json:"payload"`
 	Call    bool       `json:"call,omitempty"`
+	Confirm bool       `json:"confirm,omitempty"` // a send: wait for the receiver's acceptance
 	Timeout string     `json:"timeout,omitempty"` // Go duration; default 10s
 }
 

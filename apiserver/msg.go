@@ -45,6 +45,9 @@ func (s *server) send(ctx context.Context, req api.SendRequest) (api.CallResult,
 		}
 		return api.CallResult{Payload: reply}, nil
 	}
+	if req.Confirm {
+		return api.CallResult{}, s.msgs.SendConfirmed(ctx, req.Path, bytes.NewReader(req.Payload), int64(len(req.Payload)))
+	}
 	return api.CallResult{}, s.msgs.Send(ctx, req.Path, bytes.NewReader(req.Payload), int64(len(req.Payload)))
 }
 

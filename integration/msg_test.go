@@ -136,6 +136,20 @@ func TestSendAndCall(t *testing.T) {
 	}
 	// No endpoint at a path.
 	c.nodes[0].fails(exitNetwork, "no endpoint", "call", c.path(1)+"/nobody", "x")
+	c.nodes[0].fails(exitNetwork, "no endpoint", "send", "--confirm", c.path(1)+"/nobody", "x")
+	// A send without --confirm is queued; its refusal is reported by the
+	// next send there.
+	c.nodes[0].ok("send", c.path(1)+"/nobody", "x")
+	eventually(t, 10*time.Second, "the refusal of a queued send is reported", func() error {
+		r := c.nodes[0].run("send", c.path(1)+"/nobody", "x")
+		if r.code == 0 {
+			return fmt.Errorf("send succeeded: %s", r)
+		}
+		if !strings.Contains(r.stderr, "were not delivered") || !strings.Contains(r.stderr, "no handler") {
+			t.Fatalf("the report of an undelivered send: %s", r)
+		}
+		return nil
+	})
 	// Only under one's own path.
 	c.nodes[0].fails(exitUsage, "", "listen", c.path(1)+"/theirs")
 	// A local endpoint, called in-process.

@@ -44,6 +44,7 @@ func line(b []byte) string {
 
 func sendCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
+	var confirm bool
 	cmd := &cobra.Command{
 		Use:   "send PATH MSG",
 		Short: "Send MSG (or stdin for -) to the endpoint at PATH, fire-and-forget",
@@ -55,12 +56,13 @@ func sendCmd(g *globals) *cobra.Command {
 					return api.SendRequest{}, usageErr("send: %v", err)
 				}
 				body, err := payload(cmd, args[1])
-				return api.SendRequest{Path: p, Payload: body, Timeout: timeout.String()}, err
+				return api.SendRequest{Path: p, Payload: body, Confirm: confirm, Timeout: timeout.String()}, err
 			},
 			call: (*api.Client).Send,
 		}.runE(g),
 	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "give up when the message is not accepted within this long")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "give up when the message is not queued (or, with --confirm, accepted) within this long")
+	cmd.Flags().BoolVar(&confirm, "confirm", false, "wait until the receiver has accepted the message, and report its own refusal")
 	return cmd
 }
 
