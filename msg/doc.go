@@ -1,6 +1,7 @@
-// Package msg carries messages between paths: Send (fire and forget) and
-// Call (request and response, with a deadline) address a path such as
-// /<root>/desktop/inbox, and a Handler registered at exactly that path on
+// Package msg carries messages between paths: Send (fire and forget),
+// SendConfirmed and Call (request and response, with a deadline) address a
+// path such as /<root>/desktop/inbox, and the Handler registered at
+// exactly that path (Handle), or for a subtree holding it (HandleTree), on
 // the node that hosts it receives the message. The wire format is
 // specified in docs/msg.md.
 //
@@ -11,9 +12,12 @@
 // the handler is called with the caller's io.Reader itself, nothing is
 // encoded or copied. Any other path is resolved and connected to through
 // p2p.Node.Connect, which waits until the peer has proven that it hosts
-// the node path, and the message travels on a new libp2p stream of
-// ProtocolID — one stream per message, so independent messages never wait
-// for each other (the muxer interleaves them):
+// the node path. Messages of at most SessionMax (64 KiB) travel on the
+// session to that node: one long-lived stream of SessionProtocol per pair
+// of nodes, requests pipelined and answers matched by ID, with credit per
+// session and per target path (docs/msg.md, "Sessions"). A larger message
+// gets a new libp2p stream of ProtocolID of its own, so it never holds up
+// the small ones (the muxer interleaves the streams):
 //
 //	request  = uvarint(len) || header{v, to, call, size, dl, [wc]} || size payload bytes
 //	response = uvarint(len) || header{v, kind, [msg], size}        || size reply bytes
@@ -46,9 +50,17 @@
 //
 // # Delivery
 //
-// Send returns once the receiver has accepted the message (authorised it,
-// found the handler, given it a turn) and the payload is written; it does
-// not wait for the handler. Call returns the handler's reply, or its
+// On a session, Send returns once its frame is queued with credit, without
+// a round trip; frames queued meanwhile go out in one write. Sends from
+// one Router to one path are handled one at a time, in order, and a slow
+// handler holds its path's credit, so its senders wait (until their
+// deadline) while other paths go on. A send refused after Send returned,
+// or lost with a failed session, is logged and reported by the next Send
+// to that path (an *UndeliveredError, ErrUndelivered). SendConfirmed
+// returns once the receiver has accepted the message (authorised it,
+// found the handler, started it), with its own refusal. On a stream of
+// its own, a message's Send returns once the receiver has accepted it and
+// the payload is written. Neither waits for the handler. Call returns the handler's reply, or its
 // error as a *RemoteError. A handler may return without reading the whole
 // payload: the receiver then closes its side and the sender stops
 // writing. At most once: a message whose stream fails is not resent,
@@ -65,6 +77,7 @@
 //
 //	r, err := msg.New(node, msg.Config{})     // registers ProtocolID on node's host
 //	remove, err := r.Handle(path, handler)    // path: node.Path() or under it
+//	remove, err = r.HandleTree(prefix, h)     // every path under prefix
 //	reply, err := r.Call(ctx, to, body, size)
 //	r.Close()                                 // before node.Close()
 //
@@ -83,7 +96,10 @@
 //   - ErrDenied: the receiver refused the sender (see Authorisation);
 //   - ErrUnreachable (p2p.ErrUnreachable): the node could not be
 //     resolved, reached or talked to; p2p's error is wrapped too;
-//   - ErrBusy: the receiver is at its limits; retry later;
+//   - ErrBusy: the receiver is at its limits, or a session's window
+//     stayed full until the deadline; retry later;
+//   - ErrUndelivered: an earlier Send to the path was not delivered
+//     (*UndeliveredError);
 //   - ErrNotOwnPath, ErrExists: from Handle;
 //   - ErrClosed: the Router is closed;
 //   - ErrBadMessage, ErrUnknownVersion: the peers disagree on the wire
@@ -94,8 +110,10 @@
 //
 // # Concurrency and limits
 //
-// A Router is safe for concurrent use. An inbound message runs its handler
-// on the goroutine libp2p starts for its stream; at most MaxInbound
+// A Router is safe for concurrent use. An inbound message on a stream of
+// its own runs its handler on the goroutine libp2p starts for the stream;
+// a session's calls each run on a goroutine, its sends on one goroutine
+// per target path while it has any; at most MaxInbound
 // handlers run at once, and more wait, each on its stream, for up to 10 s,
 // then get ErrBusy. A Router sends at most MaxPeerStreams messages at once
 // to one peer and queues the rest, which keeps it within the peer's libp2p
