@@ -138,20 +138,22 @@ func (r *Router) deliver(ctx context.Context, typ byte, to paths.Path, body io.R
 			return nil, err
 		}
 	}
-	x := &exchange{r: r, op: op, call: call, to: to, node: node, ctx: ctx, body: body, size: size}
-	x.dl, _ = ctx.Deadline()
+	dl, _ := ctx.Deadline()
 	if size <= SessionMax {
+		// On the session: x stays on this goroutine's stack.
+		x := exchange{r: r, op: op, call: call, to: to, node: node, ctx: ctx, dl: dl, body: body, size: size}
 		if err := ctx.Err(); err != nil {
 			return nil, x.ctxErr()
 		}
 		s, err := r.link(node).get(ctx)
 		switch {
 		case err == nil:
-			return s.deliver(x, typ)
+			return s.deliver(&x, typ)
 		case err != errFallback:
 			return nil, x.linkErr(err)
 		}
 	}
+	x := &exchange{r: r, op: op, call: call, to: to, node: node, ctx: ctx, dl: dl, body: body, size: size}
 	return x.run()
 }
 

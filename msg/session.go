@@ -441,8 +441,16 @@ func (s *session) acked(ids []uint64) {
 		delete(s.pending, id)
 		s.freeLocked(p)
 		p.resolveLocked(outcome{})
+		if p.typ == frameSend {
+			// Nothing else holds a send's pending once it is out of
+			// the map: its Send returned when it was written.
+			*p = pending{}
+			sendPendings.Put(p)
+		}
 	}
 }
+
+var sendPendings = sync.Pool{New: func() any { return new(pending) }}
 
 // replied handles a reply: a call's answer (or its first part), a
 // confirmed send's acceptance, or a send's refusal.
@@ -545,9 +553,12 @@ func (s *session) deliver(x *exchange, typ byte) ([]byte, error) {
 		return nil, fmt.Errorf("msg: %s %s: a payload of %d bytes exceeds the limit of node %s (peer %s), %d bytes (its Config.MaxMessage); send it in parts: %w",
 			x.op, x.to, x.size, x.node, s.pid, s.w.maxMessage, ErrTooLarge)
 	}
-	p := &pending{typ: typ, to: x.to, size: x.size}
-	if typ != frameSend {
-		p.ch = make(chan outcome, 1)
+	var p *pending
+	if typ == frameSend {
+		p = sendPendings.Get().(*pending)
+		*p = pending{typ: typ, to: x.to, size: x.size}
+	} else {
+		p = &pending{typ: typ, to: x.to, size: x.size, ch: make(chan outcome, 1)}
 	}
 	// A send without a deadline waits for credit for at most idleTimeout:
 	// a receiver that takes nothing for that long is stuck.

@@ -60,7 +60,9 @@ type target struct {
 	running bool     // a goroutine runs the queue
 }
 
-// inReq is one request being served.
+var inReqs = sync.Pool{New: func() any { return new(inReq) }}
+
+// inReq is one request being served; serve returns it to inReqs.
 type inReq struct {
 	typ     byte
 	id      uint64
@@ -251,7 +253,7 @@ func (in *inSession) read(br *bufio.Reader) {
 // once. An error breaks the session: the sender overran its windows.
 func (in *inSession) request(q *sreq) error {
 	r := in.r
-	to, perr := in.parse(q.to)
+	to, perr := in.parse(q.toBytes)
 	in.mu.Lock()
 	if in.failed {
 		in.mu.Unlock()
@@ -299,7 +301,8 @@ func (in *inSession) request(q *sreq) error {
 	}
 	bp := getBuf(len(q.payload))
 	*bp = append((*bp)[:0], q.payload...)
-	req := &inReq{typ: q.typ, id: q.id, to: to, dl: dl, h: h, payload: bp}
+	req := inReqs.Get().(*inReq)
+	*req = inReq{typ: q.typ, id: q.id, to: to, dl: dl, h: h, payload: bp}
 	r.life.EnterWithin() // within handleSession's Enter
 	if q.typ == frameCall {
 		go func() {
@@ -328,10 +331,11 @@ func (in *inSession) request(q *sreq) error {
 const maxParsed = 1024
 
 // parse parses a target, through the session's cache.
-func (in *inSession) parse(s string) (paths.Path, error) {
-	if p, ok := in.parsed[s]; ok {
+func (in *inSession) parse(b []byte) (paths.Path, error) {
+	if p, ok := in.parsed[string(b)]; ok {
 		return p, nil
 	}
+	s := string(b)
 	p, err := paths.Parse(s)
 	if err != nil {
 		return p, err
@@ -416,8 +420,9 @@ func (in *inSession) drain(t *target) {
 			t.queue = nil
 		}
 		in.mu.Unlock()
+		id := q.id // serve recycles q
 		if in.serve(q) {
-			if acks = append(acks, q.id); len(acks) == ackBatch {
+			if acks = append(acks, id); len(acks) == ackBatch {
 				in.ack(t, acks)
 				acks = acks[:0]
 			}
@@ -442,6 +447,7 @@ func (in *inSession) ack(t *target, ids []uint64) {
 // serve runs one request's handler and answers it; for a send whose
 // handler returned it leaves the ack to the caller and returns true.
 func (in *inSession) serve(q *inReq) (ack bool) {
+	defer func() { *q = inReq{}; inReqs.Put(q) }()
 	r := in.r
 	size := int64(len(*q.payload))
 	ctx := in.ctx
@@ -465,11 +471,12 @@ func (in *inSession) serve(q *inReq) (ack bool) {
 	if q.typ == frameConfirm {
 		in.accept(q.id)
 	}
-	body := &frameBody{b: *q.payload}
-	m := &Message{From: in.from, To: q.to, Call: q.typ == frameCall, Size: size, Body: body, Deadline: q.dl}
+	mb := &msgBody{body: frameBody{b: *q.payload}}
+	m := &mb.m
+	*m = Message{From: in.from, To: q.to, Call: q.typ == frameCall, Size: size, Body: &mb.body, Deadline: q.dl}
 	reply, herr := r.run(ctx, q.h, m)
 	r.release()
-	body.close()
+	mb.body.close()
 	putBuf(q.payload)
 	if q.typ != frameCall {
 		if herr != nil {
@@ -564,6 +571,12 @@ func (in *inSession) finish(typ byte, id uint64, to paths.Path, size int64, k ki
 			return
 		}
 	}
+}
+
+// msgBody is a session message and its body, in one allocation.
+type msgBody struct {
+	m    Message
+	body frameBody
 }
 
 // frameBody is a session message's Body: its payload, valid until the

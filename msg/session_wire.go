@@ -62,7 +62,8 @@ type sreq struct {
 	typ      byte
 	id       uint64
 	deadline int64 // Unix nanoseconds, 0: none
-	to       string
+	to       string // when encoding
+	toBytes  []byte // when decoding: aliases the frame
 	writecap []byte
 	payload  []byte // aliases the frame
 }
@@ -276,7 +277,7 @@ func decodeRequestFrame(typ byte, fields []byte) (sreq, error) {
 		q.writecap = nil
 	}
 	q.deadline = int64(dl)
-	q.to = string(to)
+	q.toBytes = to
 	q.payload = c.b
 	return q, nil
 }

@@ -93,7 +93,7 @@ func TestSessionRoundTrip(t *testing.T) {
 	b, start := appendRequestHead(nil, &sreq{typ: frameCall, id: 1 << 33, deadline: 5, to: "/x/y", writecap: []byte{9}})
 	got, err = decodeSessionFrame(frameEnd(append(b, "body"...), start))
 	q, _ := got.(sreq)
-	if err != nil || q.id != 1<<33 || q.deadline != 5 || q.to != "/x/y" || string(q.writecap) != "\x09" || string(q.payload) != "body" || q.typ != frameCall {
+	if err != nil || q.id != 1<<33 || q.deadline != 5 || string(q.toBytes) != "/x/y" || string(q.writecap) != "\x09" || string(q.payload) != "body" || q.typ != frameCall {
 		t.Fatalf("call = %+v, %v", got, err)
 	}
 	got, err = decodeSessionFrame(appendReply(nil, 3, kindHandler, "boom", 0, nil))
