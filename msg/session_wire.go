@@ -61,7 +61,7 @@ var sessionFraming = frame.Format{Prefix: frame.Uvarint, Max: max(maxSessionFram
 type sreq struct {
 	typ      byte
 	id       uint64
-	deadline int64 // Unix nanoseconds, 0: none
+	deadline int64  // Unix nanoseconds, 0: none
 	to       string // when encoding
 	toBytes  []byte // when decoding: aliases the frame
 	writecap []byte
