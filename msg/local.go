@@ -16,6 +16,13 @@ import (
 func (r *Router) local(ctx context.Context, call bool, to paths.Path, body io.Reader, size int64) ([]byte, error) {
 	op := opName(call)
 	h := r.handler(to)
+	if g := r.groupFor(to); h == nil && g != nil {
+		typ := frameSend
+		if call {
+			typ = frameCall
+		}
+		h = r.forward(g, typ)
+	}
 	if h == nil {
 		return nil, fmt.Errorf("msg: %s %s: this node has no handler at that path (register one with Handle): %w", op, to, ErrNoEndpoint)
 	}
@@ -27,7 +34,7 @@ func (r *Router) local(ctx context.Context, call bool, to paths.Path, body io.Re
 	if size == 0 {
 		lb.signal()
 	}
-	m := &Message{From: r.self, To: to, Call: call, Size: size, Body: lb, Deadline: dl}
+	m := &Message{From: r.self, FromNode: r.node.NodeID(), To: to, Call: call, Size: size, Body: lb, Deadline: dl}
 	if call {
 		defer r.release()
 		hctx, cancel := context.WithCancel(ctx)
@@ -36,7 +43,10 @@ func (r *Router) local(ctx context.Context, call bool, to paths.Path, body io.Re
 		stop()
 		cancel()
 		lb.close()
+		var rf *refusal
 		switch {
+		case errors.As(err, &rf):
+			return nil, fmt.Errorf("msg: call %s: %v: %w", to, rf.err, kindErr(rf.k))
 		case err != nil:
 			return nil, &RemoteError{Path: to, Msg: err.Error(), err: err}
 		case ctx.Err() != nil:

@@ -93,9 +93,12 @@ type Message struct {
 	// on the connection (p2p auth), or this node's path in process. Never
 	// a path the sender merely claims.
 	From paths.Path
-	To   paths.Path // the target path: the handler's own
-	Call bool       // a Call (a reply is sent back) rather than a Send
-	Size int64      // the payload's size in bytes
+	// FromNode is the principal of the sender's node key, as its host
+	// certificate proved it (what writecaps for it are issued to).
+	FromNode paths.ID
+	To       paths.Path // the target path: the handler's own
+	Call     bool       // a Call (a reply is sent back) rather than a Send
+	Size     int64      // the payload's size in bytes
 	// Body streams exactly Size bytes of payload, then io.EOF; a sender
 	// that stops early makes it fail with io.ErrUnexpectedEOF. It is read
 	// straight from the stream (or, in process, from the caller's reader:
@@ -130,9 +133,11 @@ type Router struct {
 	cancel context.CancelFunc
 
 	// hmu guards handlers and trees.
-	hmu      sync.RWMutex
-	handlers map[paths.Path]*endpoint // Handle: the exact path
-	trees    map[paths.Path]*endpoint // HandleTree: the paths under it
+	hmu         sync.RWMutex
+	handlers    map[paths.Path]*endpoint   // Handle: the exact path
+	trees       map[paths.Path]*endpoint   // HandleTree: the paths under it
+	groups      map[paths.Path]*group      // queue groups at this node's paths
+	memberships map[paths.Path]*membership // this node's memberships of others' groups
 
 	// gmu guards grants.
 	gmu    sync.Mutex
@@ -188,15 +193,22 @@ func New(node *p2p.Node, cfg Config) (*Router, error) {
 	r := &Router{
 		node: node, host: node.Host(), self: node.Path(), cfg: cfg,
 		log: cfg.Log.With("subsystem", "msg"), verifier: cfg.Verifier,
-		inbound:    make(chan struct{}, cfg.MaxInbound),
-		handlers:   make(map[paths.Path]*endpoint),
-		trees:      make(map[paths.Path]*endpoint),
-		peers:      make(map[peer.ID]*peerGate),
-		links:      make(map[paths.Path]*link),
-		inSessions: make(map[peer.ID]int),
-		failures:   make(map[paths.Path]*UndeliveredError),
+		inbound:     make(chan struct{}, cfg.MaxInbound),
+		handlers:    make(map[paths.Path]*endpoint),
+		trees:       make(map[paths.Path]*endpoint),
+		groups:      make(map[paths.Path]*group),
+		memberships: make(map[paths.Path]*membership),
+		peers:       make(map[peer.ID]*peerGate),
+		links:       make(map[paths.Path]*link),
+		inSessions:  make(map[peer.ID]int),
+		failures:    make(map[paths.Path]*UndeliveredError),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	ep, err := r.self.Join(groupsName)
+	if err != nil {
+		return nil, fmt.Errorf("msg: new router: %w", err)
+	}
+	r.handlers[ep] = &endpoint{h: r.handleGroups}
 	r.host.SetStreamHandler(ProtocolID, r.handleStream)
 	r.host.SetStreamHandler(SessionProtocol, r.handleSession)
 	return r, nil
@@ -234,6 +246,9 @@ func (r *Router) Handle(p paths.Path, h Handler) (remove func(), err error) {
 	defer r.hmu.Unlock()
 	if _, ok := r.handlers[p]; ok {
 		return nil, fmt.Errorf("msg: handle %s: remove the registered handler first: %w", p, ErrExists)
+	}
+	if g, ok := r.groups[p]; ok {
+		return nil, fmt.Errorf("msg: handle %s: it is served by group %q: %w", p, g.name, ErrExists)
 	}
 	r.handlers[p] = e
 	return func() {

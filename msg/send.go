@@ -186,6 +186,9 @@ type exchange struct {
 	dl   time.Time // ctx's deadline, zero if none
 	body io.Reader
 	size int64
+	// A message a group's host forwards to a member: its sender.
+	fwdFrom paths.Path
+	fwdNode paths.ID
 }
 
 func (x *exchange) run() ([]byte, error) {

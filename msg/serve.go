@@ -60,12 +60,19 @@ func (r *Router) serve(s network.Stream) {
 			fmt.Sprintf("the deadline %s passed before the message reached %s (clocks out of step?)", q.Deadline.UTC().Format(time.RFC3339Nano), r.self))
 		return
 	}
-	from, k, why := r.admit(remote, &q)
+	from, fromNode, k, why := r.admit(remote, &q)
 	if k != kindOK {
 		r.refuse(s, remote, k, why)
 		return
 	}
 	handler := r.handler(q.To)
+	if g := r.groupFor(q.To); handler == nil && g != nil {
+		typ := frameSend
+		if q.Call {
+			typ = frameCall
+		}
+		handler = r.forward(g, typ)
+	}
 	if handler == nil {
 		r.refuse(s, remote, kindNoEndpoint, fmt.Sprintf("node %s has no handler at %s", r.self, q.To))
 		return
@@ -81,7 +88,7 @@ func (r *Router) serve(s network.Stream) {
 		defer cancel()
 	}
 	body := &streamBody{br: br, s: s, to: q.To, size: q.Size, left: q.Size, idle: q.Deadline.IsZero()}
-	m := &Message{From: from, To: q.To, Call: q.Call, Size: q.Size, Body: body, Deadline: q.Deadline}
+	m := &Message{From: from, FromNode: fromNode, To: q.To, Call: q.Call, Size: q.Size, Body: body, Deadline: q.Deadline}
 	if !q.Call {
 		if err := r.respond(s, q.Deadline, &response{Kind: kindOK}, nil); err != nil {
 			r.log.Debug("cannot accept message", "to", q.To, "from", from, "err", err)
@@ -99,7 +106,10 @@ func (r *Router) serve(s network.Stream) {
 		return
 	}
 	resp := response{Kind: kindOK, Size: int64(len(reply))}
+	var rf *refusal
 	switch {
+	case errors.As(herr, &rf):
+		resp = response{Kind: rf.k, Msg: rf.err.Error()}
 	case herr != nil && ctx.Err() != nil && errors.Is(herr, context.DeadlineExceeded):
 		resp = response{Kind: kindDeadline, Msg: fmt.Sprintf("the handler at %s did not answer before the deadline", q.To)}
 	case herr != nil:
@@ -140,9 +150,9 @@ func (r *Router) queue() error {
 // admit authorises a request from peer remote: it returns the sender's
 // verified path, or the kind of refusal and a message that says what is
 // missing.
-func (r *Router) admit(remote peer.ID, q *request) (paths.Path, kind, string) {
+func (r *Router) admit(remote peer.ID, q *request) (paths.Path, paths.ID, kind, string) {
 	if !q.To.HasPrefix(r.self) {
-		return paths.Path{}, kindNoEndpoint, fmt.Sprintf("node %s does not host %s (a stale path record?)", r.self, q.To)
+		return paths.Path{}, "", kindNoEndpoint, fmt.Sprintf("node %s does not host %s (a stale path record?)", r.self, q.To)
 	}
 	// Verified peers answer at once, without a timer; a proof still in
 	// flight is waited for.
@@ -157,26 +167,26 @@ func (r *Router) admit(remote peer.ID, q *request) (paths.Path, kind, string) {
 		cancel()
 	}
 	if err != nil {
-		return paths.Path{}, kindDenied, fmt.Sprintf("peer %s has not proven a path to %s: %v", remote, r.self, err)
+		return paths.Path{}, "", kindDenied, fmt.Sprintf("peer %s has not proven a path to %s: %v", remote, r.self, err)
 	}
 	if from.Root() != q.To.Root() {
 		if len(q.Writecap) == 0 {
-			return paths.Path{}, kindDenied, fmt.Sprintf(
+			return paths.Path{}, "", kindDenied, fmt.Sprintf(
 				"%s is in another domain: a message to %s needs a writecap from root %s that covers it and is held by the sender's node %s; none was attached (have that root grant one, then add it with AddGrant)",
 				from, q.To, q.To.Root(), node)
 		}
 		w, err := r.verifier.VerifyBytes(q.Writecap, q.To)
 		if err != nil {
-			return paths.Path{}, kindDenied, fmt.Sprintf("the writecap %s attached does not let it write %s: %v", from, q.To, err)
+			return paths.Path{}, "", kindDenied, fmt.Sprintf("the writecap %s attached does not let it write %s: %v", from, q.To, err)
 		}
 		if w.Holder() != node {
-			return paths.Path{}, kindDenied, fmt.Sprintf("the writecap %s attached for %s is held by %s, not by its node %s", from, q.To, w.Holder(), node)
+			return paths.Path{}, "", kindDenied, fmt.Sprintf("the writecap %s attached for %s is held by %s, not by its node %s", from, q.To, w.Holder(), node)
 		}
 	}
 	if q.Size > r.cfg.MaxMessage {
-		return paths.Path{}, kindTooLarge, fmt.Sprintf("a payload of %d bytes exceeds the limit of node %s, %d bytes (its Config.MaxMessage); send it in parts", q.Size, r.self, r.cfg.MaxMessage)
+		return paths.Path{}, "", kindTooLarge, fmt.Sprintf("a payload of %d bytes exceeds the limit of node %s, %d bytes (its Config.MaxMessage); send it in parts", q.Size, r.self, r.cfg.MaxMessage)
 	}
-	return from, kindOK, ""
+	return from, node, kindOK, ""
 }
 
 // doneCtx is an ended context: VerifiedPeer with it does not wait.

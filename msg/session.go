@@ -250,6 +250,7 @@ type pending struct {
 	drop  bool   // the caller is gone or refused the reply: discard its parts
 	sent  bool   // the outcome went to ch
 	freed bool   // its credit is back
+	fwd   bool   // forwarded to a group member: a failure is not remembered
 }
 
 // resolveLocked gives p's caller its outcome, once; ch is buffered, so
@@ -315,7 +316,9 @@ func (s *session) fail(err error) {
 			p.resolveLocked(outcome{err: err})
 		case p.typ != frameCall && !p.freed:
 			lost++
-			byTarget[p.to]++
+			if !p.fwd {
+				byTarget[p.to]++
+			}
 		}
 	}
 	for to, n := range byTarget {
@@ -468,7 +471,7 @@ func (s *session) replied(rep *srep) error {
 			delete(s.pending, rep.id)
 			s.freeLocked(p)
 			err = s.refused(p.to, rep)
-			if p.ch == nil || p.sent {
+			if (p.ch == nil || p.sent) && !p.fwd {
 				s.l.r.undelivered(p.to, 1, err)
 				s.l.r.log.Warn("a send was refused after Send returned", "to", p.to, "node", s.l.node, "err", err)
 			}
@@ -553,12 +556,17 @@ func (s *session) deliver(x *exchange, typ byte) ([]byte, error) {
 		return nil, fmt.Errorf("msg: %s %s: a payload of %d bytes exceeds the limit of node %s (peer %s), %d bytes (its Config.MaxMessage); send it in parts: %w",
 			x.op, x.to, x.size, x.node, s.pid, s.w.maxMessage, ErrTooLarge)
 	}
+	wire := typ // the frame's type
+	fwd := isForwarded(typ)
+	if fwd {
+		typ = directType(typ)
+	}
 	var p *pending
 	if typ == frameSend {
 		p = sendPendings.Get().(*pending)
-		*p = pending{typ: typ, to: x.to, size: x.size}
+		*p = pending{typ: typ, to: x.to, size: x.size, fwd: fwd}
 	} else {
-		p = &pending{typ: typ, to: x.to, size: x.size, ch: make(chan outcome, 1)}
+		p = &pending{typ: typ, to: x.to, size: x.size, fwd: fwd, ch: make(chan outcome, 1)}
 	}
 	// A send without a deadline waits for credit for at most idleTimeout:
 	// a receiver that takes nothing for that long is stuck.
@@ -571,9 +579,12 @@ func (s *session) deliver(x *exchange, typ byte) ([]byte, error) {
 		if err == errNoCredit {
 			return nil, x.creditErr(s)
 		}
-		return nil, s.streamErr(x, err)
+		return nil, notSent{s.streamErr(x, err)}
 	}
-	q := sreq{typ: typ, id: id, to: x.to.String()}
+	q := sreq{typ: wire, id: id, to: x.to.String()}
+	if fwd {
+		q.from, q.fromNode = []byte(x.fwdFrom.String()), []byte(x.fwdNode)
+	}
 	if !x.dl.IsZero() {
 		q.deadline = max(x.dl.UnixNano(), 1)
 	}
@@ -583,7 +594,7 @@ func (s *session) deliver(x *exchange, typ byte) ([]byte, error) {
 	b, err := s.wr.begin()
 	if err != nil {
 		s.abandon(id)
-		return nil, s.streamErr(x, err)
+		return nil, notSent{s.streamErr(x, err)}
 	}
 	b, start := appendRequestHead(b, &q)
 	n := len(b)
@@ -616,6 +627,12 @@ func (s *session) deliver(x *exchange, typ byte) ([]byte, error) {
 		return nil, x.ctxErr()
 	}
 }
+
+// notSent marks the error of a message that was not written at all, so
+// that it may go elsewhere (another member of a group).
+type notSent struct{ error }
+
+func (e notSent) Unwrap() error { return e.error }
 
 // abandon gives back the credit of a request that was never written.
 func (s *session) abandon(id uint64) {

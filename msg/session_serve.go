@@ -26,7 +26,8 @@ type inSession struct {
 	r      *Router
 	st     network.Stream
 	remote peer.ID
-	from   paths.Path // the sender's verified node path
+	from     paths.Path // the sender's verified node path
+	fromNode paths.ID   // and its node principal
 	grants []grant    // what the hello's writecaps let the sender write here
 	wr     *frameWriter
 	ctx    context.Context // ends with the session: handlers' contexts derive from it
@@ -68,8 +69,10 @@ type inReq struct {
 	id      uint64
 	to      paths.Path
 	dl      time.Time
-	h       Handler
-	payload *[]byte // pooled; returned when the handler is done
+	h        Handler
+	from     paths.Path // the sender's node: the session's, or a group host's sender
+	fromNode paths.ID
+	payload  *[]byte // pooled; returned when the handler is done
 }
 
 // handleSession serves one inbound session: it reads the hello, welcomes
@@ -119,7 +122,7 @@ func (r *Router) handleSession(st network.Stream) {
 		r.welcomeRefusal(st, kindDenied, fmt.Sprintf("peer %s has not proven a path to %s: %v", remote, r.self, err))
 		return
 	}
-	in := &inSession{r: r, st: st, remote: remote, from: from, targets: make(map[paths.Path]*target)}
+	in := &inSession{r: r, st: st, remote: remote, from: from, fromNode: node, targets: make(map[paths.Path]*target)}
 	in.grants = r.checkGrants(from, node, wcs)
 	in.ctx, in.cancel = context.WithCancel(r.ctx)
 	defer in.cancel()
@@ -232,7 +235,7 @@ func (in *inSession) read(br *bufio.Reader) {
 		typ, fields, err := frameType(f)
 		if err == nil {
 			switch typ {
-			case frameSend, frameConfirm, frameCall:
+			case frameSend, frameConfirm, frameCall, frameFwdSend, frameFwdConfirm, frameFwdCall:
 				var q sreq
 				if q, err = decodeRequestFrame(typ, fields); err == nil {
 					err = in.request(&q)
@@ -279,8 +282,13 @@ func (in *inSession) request(q *sreq) error {
 		dl = time.Unix(0, q.deadline)
 	}
 	var h Handler
+	typ := q.typ
+	from, fromNode := in.from, in.fromNode
 	k, why := kindOK, ""
 	switch {
+	case isForwarded(typ):
+		typ = directType(typ)
+		h, from, fromNode, k, why = in.forwarded(q, to, perr)
 	case perr != nil:
 		k, why = kindBadRequest, fmt.Sprintf("target: %v", perr)
 	case size > r.cfg.MaxMessage:
@@ -291,20 +299,24 @@ func (in *inSession) request(q *sreq) error {
 		k, why = in.admit(to, q.writecap)
 		if k == kindOK {
 			if h = r.handler(to); h == nil {
-				k, why = kindNoEndpoint, fmt.Sprintf("node %s has no handler at %s", r.self, to)
+				if g := r.groupFor(to); g != nil {
+					h = r.forward(g, typ)
+				} else {
+					k, why = kindNoEndpoint, fmt.Sprintf("node %s has no handler at %s", r.self, to)
+				}
 			}
 		}
 	}
 	if k != kindOK {
-		in.finish(q.typ, q.id, to, size, k, why, nil)
+		in.finish(typ, q.id, to, size, k, why, nil)
 		return nil
 	}
 	bp := getBuf(len(q.payload))
 	*bp = append((*bp)[:0], q.payload...)
 	req := inReqs.Get().(*inReq)
-	*req = inReq{typ: q.typ, id: q.id, to: to, dl: dl, h: h, payload: bp}
+	*req = inReq{typ: typ, id: q.id, to: to, dl: dl, h: h, from: from, fromNode: fromNode, payload: bp}
 	r.life.EnterWithin() // within handleSession's Enter
-	if q.typ == frameCall {
+	if typ == frameCall {
 		go func() {
 			defer r.life.Leave()
 			in.serve(req)
@@ -381,6 +393,34 @@ func (in *inSession) admit(to paths.Path, wc []byte) (kind, string) {
 
 // ackBatch bounds the sends a drain acknowledges in one frame.
 const ackBatch = 128
+
+// forwarded checks a message a group's host forwards to this node, a
+// member: the session must be that host's, and this node a member of the
+// group at the path. It returns the member's handler and the sender.
+func (in *inSession) forwarded(q *sreq, to paths.Path, perr error) (Handler, paths.Path, paths.ID, kind, string) {
+	r := in.r
+	if perr != nil {
+		return nil, paths.Path{}, "", kindBadRequest, fmt.Sprintf("target: %v", perr)
+	}
+	if host, ok := nodeOf(to); !ok || host != in.from {
+		return nil, paths.Path{}, "", kindDenied, fmt.Sprintf("%s forwarded a message to %s, which it does not host", in.from, to)
+	}
+	r.hmu.RLock()
+	ms := r.memberships[to]
+	r.hmu.RUnlock()
+	if ms == nil {
+		return nil, paths.Path{}, "", kindNoEndpoint, fmt.Sprintf("node %s is not a member of a group at %s (any more)", r.self, to)
+	}
+	from, err := paths.Parse(string(q.from))
+	if err != nil {
+		return nil, paths.Path{}, "", kindBadRequest, fmt.Sprintf("forwarded sender: %v", err)
+	}
+	node, err := paths.ParseID(string(q.fromNode))
+	if err != nil {
+		return nil, paths.Path{}, "", kindBadRequest, fmt.Sprintf("forwarded sender's node: %v", err)
+	}
+	return ms.h, from, node, kindOK, ""
+}
 
 // drain runs the queued sends of t, one at a time, in order, and
 // acknowledges them in batches: when the queue runs dry, or every
@@ -473,14 +513,19 @@ func (in *inSession) serve(q *inReq) (ack bool) {
 	}
 	mb := &msgBody{body: frameBody{b: *q.payload}}
 	m := &mb.m
-	*m = Message{From: in.from, To: q.to, Call: q.typ == frameCall, Size: size, Body: &mb.body, Deadline: q.dl}
+	*m = Message{From: q.from, FromNode: q.fromNode, To: q.to, Call: q.typ == frameCall, Size: size, Body: &mb.body, Deadline: q.dl}
 	reply, herr := r.run(ctx, q.h, m)
 	r.release()
 	mb.body.close()
 	putBuf(q.payload)
 	if q.typ != frameCall {
+		var rf *refusal
+		if errors.As(herr, &rf) {
+			in.finish(q.typ, q.id, q.to, size, rf.k, rf.err.Error(), nil)
+			return false
+		}
 		if herr != nil {
-			r.log.Debug("handler failed on a sent message", "to", q.to, "from", in.from, "err", herr)
+			r.log.Debug("handler failed on a sent message", "to", q.to, "from", q.from, "err", herr)
 		}
 		in.mu.Lock()
 		in.bytes -= size
@@ -488,7 +533,10 @@ func (in *inSession) serve(q *inReq) (ack bool) {
 		return true
 	}
 	k, why := kindOK, ""
+	var rf *refusal
 	switch {
+	case errors.As(herr, &rf):
+		k, why = rf.k, rf.err.Error()
 	case herr != nil && ctx.Err() != nil && errors.Is(herr, context.DeadlineExceeded):
 		k, why = kindDeadline, fmt.Sprintf("the handler at %s did not answer before the deadline", q.to)
 	case herr != nil:

@@ -40,7 +40,19 @@ const (
 	frameReply   byte = 6 // id, kind, message, size, first part of the payload
 	frameAck     byte = 7 // ids: sends whose handlers returned
 	frameMore    byte = 8 // id, the next part of a reply's payload
+	// A group's host forwards a message to a member with its sender:
+	// the request's fields, then from and from-node, then the payload.
+	frameFwdSend    byte = 9
+	frameFwdConfirm byte = 10
+	frameFwdCall    byte = 11
 )
+
+// forwardedType returns the forwarded frame type of a request type, and
+// back.
+func forwardedType(typ byte) byte { return typ + (frameFwdSend - frameSend) }
+func directType(typ byte) byte    { return typ - (frameFwdSend - frameSend) }
+
+func isForwarded(typ byte) bool { return typ >= frameFwdSend && typ <= frameFwdCall }
 
 // Session bounds.
 const (
@@ -65,6 +77,8 @@ type sreq struct {
 	to       string // when encoding
 	toBytes  []byte // when decoding: aliases the frame
 	writecap []byte
+	from     []byte // forwarded: the sender's node path
+	fromNode []byte // forwarded: the sender's node principal
 	payload  []byte // aliases the frame
 }
 
@@ -137,6 +151,10 @@ func appendRequestHead(b []byte, q *sreq) ([]byte, int) {
 	b = binary.AppendUvarint(b, uint64(q.deadline))
 	b = appendString(b, q.to)
 	b = appendBytes(b, q.writecap)
+	if isForwarded(q.typ) {
+		b = appendBytes(b, q.from)
+		b = appendBytes(b, q.fromNode)
+	}
 	return b, start
 }
 
@@ -265,6 +283,10 @@ func decodeRequestFrame(typ byte, fields []byte) (sreq, error) {
 	dl := c.uvarint()
 	to := c.bytes(paths.MaxPathLen)
 	q.writecap = c.bytes(caps.MaxEncodedSize)
+	if isForwarded(typ) {
+		q.from = c.bytes(paths.MaxPathLen)
+		q.fromNode = c.bytes(128)
+	}
 	switch {
 	case c.bad:
 		return sreq{}, fmt.Errorf("request: %w", errSession)

@@ -30,6 +30,10 @@ func sessionSeeds() map[string][]byte {
 		"refusal":      appendReply(nil, 9, kindNoEndpoint, "node has no handler", 0, nil),
 		"more":         appendMore(nil, 8, []byte("rest")),
 		"ack":          appendAck(nil, []uint64{1, 2, 300, 1 << 40}),
+		"forwarded": func() []byte {
+			b, start := appendRequestHead(nil, &sreq{typ: frameFwdCall, id: 3, to: "/r/n/svc", from: []byte("/r/m"), fromNode: []byte("12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo")})
+			return frameEnd(append(b, "hi"...), start)
+		}(),
 	}
 }
 
@@ -67,7 +71,7 @@ func decodeSessionFrame(data []byte) (any, error) {
 		return decodeHello(fields)
 	case frameWelcome:
 		return decodeWelcome(fields)
-	case frameSend, frameConfirm, frameCall:
+	case frameSend, frameConfirm, frameCall, frameFwdSend, frameFwdConfirm, frameFwdCall:
 		return decodeRequestFrame(typ, fields)
 	case frameReply:
 		return decodeReply(fields)

@@ -304,6 +304,10 @@ func (n *Node) Host() host.Host { return n.h }
 // Path returns the node's own path.
 func (n *Node) Path() paths.Path { return n.id.Path }
 
+// NodeID returns the principal of the node key: the holder of the node's
+// writecap, whom writecaps for this node are issued to.
+func (n *Node) NodeID() paths.ID { return n.id.Writecap.Holder() }
+
 // ID returns the node's peer ID.
 func (n *Node) ID() peer.ID { return n.h.ID() }
 
