@@ -23,15 +23,15 @@ const maxPeerSessions = 4
 
 // inSession is one session stream, from the receiver's side.
 type inSession struct {
-	r      *Router
-	st     network.Stream
-	remote peer.ID
+	r        *Router
+	st       network.Stream
+	remote   peer.ID
 	from     paths.Path // the sender's verified node path
 	fromNode paths.ID   // and its node principal
-	grants []grant    // what the hello's writecaps let the sender write here
-	wr     *frameWriter
-	ctx    context.Context // ends with the session: handlers' contexts derive from it
-	cancel context.CancelFunc
+	grants   []grant    // what the hello's writecaps let the sender write here
+	wr       *frameWriter
+	ctx      context.Context // ends with the session: handlers' contexts derive from it
+	cancel   context.CancelFunc
 
 	// parsed caches the targets parsed on this session (read goroutine
 	// only): a sender sends to the same few paths again and again.
@@ -65,10 +65,10 @@ var inReqs = sync.Pool{New: func() any { return new(inReq) }}
 
 // inReq is one request being served; serve returns it to inReqs.
 type inReq struct {
-	typ     byte
-	id      uint64
-	to      paths.Path
-	dl      time.Time
+	typ      byte
+	id       uint64
+	to       paths.Path
+	dl       time.Time
 	h        Handler
 	from     paths.Path // the sender's node: the session's, or a group host's sender
 	fromNode paths.ID
