@@ -131,6 +131,12 @@ type CallResult struct {
 type ListenRequest struct {
 	Path paths.Path `json:"path"`
 	Echo bool       `json:"echo,omitempty"` // answer every call with its payload
+	// Group, when set, joins the queue group of that name serving Path
+	// (docs/msg.md, "Queue groups"): each message to Path goes to one
+	// member. Path may then be another node's, with Writecap (base64url,
+	// as `bt grant write` prints it) a writecap for it held by this node.
+	Group    string `json:"group,omitempty"`
+	Writecap string `json:"writecap,omitempty"`
 }
 
 // Received is one line of a /v1/listen stream.
@@ -433,10 +439,13 @@ type FSGrantRequest struct {
 }
 
 // FSGrantResult answers a grant; Writecap is the writecap issued for a
-// write grant (base64url), for the grantee.
+// write grant (base64url), for the grantee. Note says what the grant did
+// not do, if anything (a write grant of a path with no file marks no
+// write point).
 type FSGrantResult struct {
 	Path      paths.Path `json:"path"`
 	Principal paths.ID   `json:"principal"`
+	Note      string     `json:"note,omitempty"`
 	Right     string     `json:"right"`
 	Writecap  string     `json:"writecap,omitempty"`
 }

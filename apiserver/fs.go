@@ -412,11 +412,17 @@ func (f *fsAPI) grant(ctx context.Context, req api.FSGrantRequest) (api.FSGrantR
 	if err != nil {
 		return none, err
 	}
+	res := api.FSGrantResult{Path: p, Principal: who, Right: req.Right}
 	issued, err := f.client.Grant(ctx, p, who, right, req.Expires)
+	if err != nil && right == fsys.RightWrite && errors.Is(err, fsys.ErrNotExist) {
+		// No file there: the writecap alone is the right to write the
+		// path (message it, serve it in a queue group).
+		issued, err = f.client.IssueWritecap(ctx, p, who, req.Expires)
+		res.Note = fmt.Sprintf("no file at %s: issued the writecap only (it lets the grantee message or serve the path; no write point was marked)", p)
+	}
 	if err != nil {
 		return none, err
 	}
-	res := api.FSGrantResult{Path: p, Principal: who, Right: req.Right}
 	if issued != nil {
 		res.Writecap = base64.RawURLEncoding.EncodeToString(issued.Marshal())
 	}

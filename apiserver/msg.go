@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"bytes"
+	"encoding/base64"
 	"context"
 	"errors"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"blocktree.dev/bt/api"
 	"blocktree.dev/bt/api/serve"
+	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/pubsub"
@@ -57,8 +59,25 @@ func (s *server) listen(ctx context.Context, req api.ListenRequest, out *serve.E
 	if err := need(req.Path); err != nil {
 		return err
 	}
+	var wc *caps.Writecap
+	if req.Writecap != "" {
+		b, err := base64.RawURLEncoding.DecodeString(req.Writecap)
+		if err != nil {
+			return api.Errorf(api.KindInvalid, "writecap: %v", err)
+		}
+		if wc, err = caps.Decode(b); err != nil {
+			return api.Errorf(api.KindInvalid, "writecap: %v", err)
+		}
+	}
+	if wc != nil && req.Group == "" {
+		return api.Errorf(api.KindInvalid, "a writecap serves another node's path only in a queue group: add a group name")
+	}
 	evs := make(chan api.Received, 64)
-	remove, err := s.msgs.Handle(req.Path, func(hctx context.Context, m *msg.Message) ([]byte, error) {
+	handle := s.msgs.Handle
+	if req.Group != "" {
+		handle = func(p paths.Path, h msg.Handler) (func(), error) { return s.msgs.HandleGroup(p, req.Group, wc, h) }
+	}
+	remove, err := handle(req.Path, func(hctx context.Context, m *msg.Message) ([]byte, error) {
 		body, err := io.ReadAll(m.Body)
 		if err != nil {
 			return nil, err

@@ -555,6 +555,9 @@ func fsGrantCmd(g *globals) *cobra.Command {
 					fmt.Fprintln(cmd.OutOrStdout(), res.Writecap)
 					fmt.Fprintf(cmd.ErrOrStderr(), "bt: give the writecap above to %s\n", res.Principal)
 				}
+				if res.Note != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "bt: %s\n", res.Note)
+				}
 				return nil
 			},
 		}.runE(g),

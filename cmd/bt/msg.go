@@ -98,6 +98,7 @@ func callCmd(g *globals) *cobra.Command {
 
 func listenCmd(g *globals) *cobra.Command {
 	var echo bool
+	var group, writecap string
 	cmd := &cobra.Command{
 		Use:   "listen PATH",
 		Short: "Host an endpoint at PATH (this node's path or under it) and print each message received",
@@ -112,7 +113,10 @@ func listenCmd(g *globals) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			return c.Listen(cmd.Context(), api.ListenRequest{Path: p, Echo: echo}, func(ev api.Received) error {
+			if writecap != "" && group == "" {
+				return usageErr("listen: --writecap serves another node's path only in a queue group: add --group NAME")
+			}
+			return c.Listen(cmd.Context(), api.ListenRequest{Path: p, Echo: echo, Group: group, Writecap: writecap}, func(ev api.Received) error {
 				if ev.Event == "listening" {
 					fmt.Fprintf(cmd.ErrOrStderr(), "bt: listening on %s\n", ev.To)
 					return nil
@@ -126,6 +130,8 @@ func listenCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&echo, "echo", false, "answer every call with its own payload")
+	cmd.Flags().StringVar(&group, "group", "", "join the queue group NAME serving PATH: each message to PATH goes to one member")
+	cmd.Flags().StringVar(&writecap, "writecap", "", "with --group, a writecap for PATH held by this node (as `bt grant write` prints it), to serve another node's path")
 	addJSON(cmd, g)
 	return cmd
 }

@@ -251,6 +251,17 @@ func (c *Client) grantWrite(ctx context.Context, p paths.Path, principal paths.I
 	if err != nil {
 		return nil, err
 	}
+	return c.IssueWritecap(ctx, p, principal, expires)
+}
+
+// IssueWritecap issues principal a writecap for p under this client's
+// own, valid until expires (zero: the client's own writecap's expiry),
+// without marking anything in a volume: the right to write p as a path,
+// e.g. to message it or serve it in a queue group.
+func (c *Client) IssueWritecap(ctx context.Context, p paths.Path, principal paths.ID, expires time.Time) (*caps.Writecap, error) {
+	if c.cfg.Issuer == nil || c.cfg.Writecap == nil {
+		return nil, fmt.Errorf("fsys: grant write: this client has no issuer key: %w", fsys.ErrNotSupported)
+	}
 	if expires.IsZero() {
 		expires = c.cfg.Writecap.Expiry()
 	}
