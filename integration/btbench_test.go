@@ -1,0 +1,110 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"blocktree.dev/bt/api"
+)
+
+// benchPair is two daemons of one domain, n1 serving benches at its
+// endpoint path and, for n0's publications, at n0's topic path.
+type benchPair struct {
+	c             *cluster
+	target, topic string
+}
+
+func newBenchPair(t testing.TB) *benchPair {
+	t.Helper()
+	c := newCluster(t, 2)
+	p := &benchPair{c: c, target: c.path(1) + "/bench", topic: c.path(0) + "/bench-topic"}
+	c.nodes[1].background("serving benches at "+p.target, "bench", "serve", p.target)
+	c.nodes[1].background("serving benches at "+p.topic, "bench", "serve", p.topic)
+	eventually(t, 20*time.Second, "n0 reaches n1", func() error {
+		if r := c.nodes[0].run("ping", c.path(1)); r.code != 0 {
+			return fmt.Errorf("%s", r)
+		}
+		return nil
+	})
+	return p
+}
+
+// TestBtBench runs `bt bench serve` on one daemon and `bt bench call`,
+// `send` and `pub` with --json on another, and checks what a user would:
+// every message counted, ordered percentiles, a rate, no errors, nothing
+// on stderr; and that a bench without an endpoint says what to run.
+func TestBtBench(t *testing.T) {
+	p := newBenchPair(t)
+	const msgs = 2000
+	for _, kind := range []string{"call", "send", "pub"} {
+		t.Run(kind, func(t *testing.T) {
+			path := p.target
+			if kind == "pub" {
+				path = p.topic
+			}
+			r := p.c.nodes[0].ok("bench", kind, path, "--size", "64", "--msgs", fmt.Sprint(msgs), "--clients", "4", "--json")
+			var res api.BenchResult
+			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+				t.Fatalf("--json printed no result: %v\n%s", err, r)
+			}
+			l := res.Latency
+			switch {
+			case res.Kind != kind || res.Count != msgs || res.Msgs != msgs || l.Count != msgs:
+				t.Errorf("count %d (latencies %d) of %d %s, want all %d", res.Count, l.Count, res.Msgs, res.Kind, msgs)
+			case res.Errors != 0 || res.FirstError != "":
+				t.Errorf("%d errors: %s", res.Errors, res.FirstError)
+			case res.Rate <= 0 || res.BytesPerSec <= 0 || res.Seconds <= 0:
+				t.Errorf("rate %v msg/s, %v B/s over %vs", res.Rate, res.BytesPerSec, res.Seconds)
+			case !(0 < l.Min && l.Min <= l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.P999 && l.P999 <= l.Max):
+				t.Errorf("latencies out of order: %+v", l)
+			case r.stderr != "":
+				t.Errorf("stderr with --json: %q", r.stderr)
+			}
+			if kind == "pub" {
+				if len(res.Subscribers) != 1 || res.Subscribers[0].Node.String() != p.c.path(1) {
+					t.Fatalf("subscribers %+v, want %s", res.Subscribers, p.c.path(1))
+				}
+				// Pub-sub is best effort: most arrive.
+				if s := res.Subscribers[0]; s.Count < msgs*9/10 || s.Count > msgs || s.Bytes != 64*s.Count || s.Rate <= 0 {
+					t.Errorf("delivery %+v", s)
+				}
+			}
+			t.Logf("%s: %.0f msg/s, p50 %.0fµs p99 %.0fµs", kind, res.Rate, l.P50, l.P99)
+		})
+	}
+	t.Run("text", func(t *testing.T) {
+		r := p.c.nodes[0].ok("bench", "call", p.target, "--msgs", "300")
+		for _, want := range []string{"call " + p.target + ": 300 msgs of 128 B from 1 client in ", "  rate     ", " msg/s  ", "  latency  min ", " p99.9 "} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("text output lacks %q:\n%s", want, r)
+			}
+		}
+	})
+	t.Run("no endpoint", func(t *testing.T) {
+		nowhere := p.c.path(1) + "/nothing"
+		p.c.nodes[0].fails(7, "run `bt bench serve "+nowhere+"` on the node that owns "+nowhere, "bench", "call", nowhere, "--msgs", "10")
+		p.c.nodes[0].fails(2, "msgs 0", "bench", "send", p.target, "--msgs", "0")
+	})
+}
+
+// BenchmarkBtBench prints what `bt bench` prints between two daemons on
+// loopback for 64 B calls from 1 and from 16 clients and sends from 1
+// (no anchor: these are the figures a user sees; msg's and pubsub's own
+// benchmarks compare with raw streams). Run with -benchtime=1x.
+func BenchmarkBtBench(b *testing.B) {
+	p := newBenchPair(b)
+	for _, args := range [][]string{
+		{"call", p.target, "--clients", "1"},
+		{"call", p.target, "--clients", "16"},
+		{"send", p.target, "--clients", "1"},
+		{"send", p.target, "--clients", "16"},
+		{"pub", p.topic, "--clients", "1"},
+	} {
+		full := append([]string{"bench"}, args[0], args[1], "--size", "64", "--msgs", "20000", args[2], args[3])
+		r := p.c.nodes[0].ok(full...)
+		fmt.Printf("$ bt %s\n%s", strings.Join(full, " "), r.stdout)
+	}
+}
