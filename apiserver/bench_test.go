@@ -273,3 +273,25 @@ func FuzzParseBenchHeader(f *testing.F) {
 		}
 	})
 }
+
+// TestBenchShutdown: a serve's stream ends when the API stops, and a bench
+// on closed components answers unavailable, never a panic.
+func TestBenchShutdown(t *testing.T) {
+	ts := newTestServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	P := ts.node.String() + "/bench"
+	served := events[api.BenchServeEvent](t, ctx, ts, "/v1/bench/serve", `{"path":"`+P+`"}`)
+	if ev := <-served; ev.Event != "serving" {
+		t.Fatalf("first serve line %+v", ev)
+	}
+	ts.stopAPI()
+	for range served {
+	}
+	ts.closeAll()
+	ts.run(t, []apiCase{
+		{"POST", "/v1/bench", `{"kind":"call","path":"` + P + `","size":8,"msgs":10,"clients":1}`, api.KindUnavailable},
+		{"POST", "/v1/bench", `{"kind":"pub","path":"` + P + `","size":64,"msgs":10,"clients":1}`, api.KindUnavailable},
+		{"POST", "/v1/bench/serve", `{"path":"` + P + `"}`, api.KindUnavailable},
+	})
+}
