@@ -59,9 +59,33 @@ func parseBenchSize(s string) (int, error) {
 	return int(n), nil
 }
 
+// sizeFlag is a flag of bytes: a number with an optional unit (K, M, G).
+type sizeFlag struct {
+	n   int
+	set bool
+}
+
+func (f *sizeFlag) String() string {
+	if !f.set && f.n == 0 {
+		return ""
+	}
+	return strconv.Itoa(f.n)
+}
+
+func (f *sizeFlag) Set(s string) error {
+	n, err := parseBenchSize(s)
+	if err != nil {
+		return err
+	}
+	f.n, f.set = n, true
+	return nil
+}
+
+func (f *sizeFlag) Type() string { return "B" }
+
 func benchRunCmd(g *globals, kind, use, short string) *cobra.Command {
 	var (
-		size    string
+		size    = sizeFlag{n: benchDefaultSize}
 		msgs    int
 		clients int
 		timeout time.Duration
@@ -75,14 +99,10 @@ func benchRunCmd(g *globals, kind, use, short string) *cobra.Command {
 			if err != nil {
 				return usageErr("bench %s: %v", kind, err)
 			}
-			n, err := parseBenchSize(size)
-			if err != nil {
-				return usageErr("bench %s: --size %v", kind, err)
-			}
 			if timeout <= 0 {
 				return usageErr("bench %s: --timeout must be positive", kind)
 			}
-			req := api.BenchRequest{Kind: kind, Path: p, Size: n, Msgs: msgs, Clients: clients, Timeout: timeout.String()}
+			req := api.BenchRequest{Kind: kind, Path: p, Size: size.n, Msgs: msgs, Clients: clients, Timeout: timeout.String()}
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -125,7 +145,7 @@ func benchRunCmd(g *globals, kind, use, short string) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&size, "size", strconv.Itoa(benchDefaultSize), "payload bytes of each message (K, M suffixes)")
+	cmd.Flags().Var(&size, "size", "payload bytes of each message (K, M suffixes)")
 	cmd.Flags().IntVar(&msgs, "msgs", benchDefaultMsgs, "messages to send, shared out among the clients")
 	cmd.Flags().IntVar(&clients, "clients", 1, "concurrent clients")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "deadline of each message")
@@ -251,7 +271,7 @@ func (p *benchProgress) show(ev api.BenchEvent) {
 func (p *benchProgress) done() { p.bar.done() }
 
 func benchServeCmd(g *globals) *cobra.Command {
-	var replySize string
+	var replySize sizeFlag
 	cmd := &cobra.Command{
 		Use:   "serve PATH [--reply-size B]",
 		Short: "Answer benches at PATH while it runs: an echo endpoint for call and send, a counting subscriber for pub",
@@ -266,12 +286,8 @@ func benchServeCmd(g *globals) *cobra.Command {
 				return usageErr("bench serve: %v", err)
 			}
 			req := api.BenchServeRequest{Path: p}
-			if replySize != "" {
-				n, err := parseBenchSize(replySize)
-				if err != nil {
-					return usageErr("bench serve: --reply-size %v", err)
-				}
-				req.ReplySize = &n
+			if replySize.set {
+				req.ReplySize = &replySize.n
 			}
 			c, err := g.client()
 			if err != nil {
@@ -296,7 +312,7 @@ func benchServeCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&replySize, "reply-size", "", "answer calls with this many bytes instead of their payload")
+	cmd.Flags().Var(&replySize, "reply-size", "answer calls with this many bytes instead of their payload (default: echo)")
 	addJSON(cmd, g)
 	return cmd
 }
