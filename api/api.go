@@ -705,4 +705,7 @@ type BenchServeEvent struct {
 	Sends     int64 `json:"sends,omitempty"`
 	Published int64 `json:"published,omitempty"`
 	Bytes     int64 `json:"bytes,omitempty"`
+	// Dropped counts the publications this node's subscription queue had
+	// no room for (pub-sub drops rather than blocks).
+	Dropped int64 `json:"dropped,omitempty"`
 }

@@ -586,7 +586,8 @@ func (b *benchAPI) serve(ctx context.Context, req api.BenchServeRequest, out *se
 			return nil
 		case <-tick.C:
 		}
-		st := api.BenchServeEvent{Event: "stats", Path: req.Path, Calls: calls.Load(), Sends: sends.Load(), Published: published.Load(), Bytes: nbytes.Load()}
+		st := api.BenchServeEvent{Event: "stats", Path: req.Path, Calls: calls.Load(), Sends: sends.Load(), Published: published.Load(), Bytes: nbytes.Load(),
+			Dropped: int64(sub.Dropped())}
 		if st == last {
 			continue
 		}

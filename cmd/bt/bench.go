@@ -306,8 +306,12 @@ func benchServeCmd(g *globals) *cobra.Command {
 				if g.json {
 					return json.NewEncoder(out).Encode(ev)
 				}
-				_, err := fmt.Fprintf(out, "received %s calls, %s sends, %s published, %s\n",
-					commas(ev.Calls), commas(ev.Sends), commas(ev.Published), humanBytes(ev.Bytes))
+				dropped := ""
+				if ev.Dropped > 0 {
+					dropped = fmt.Sprintf(" (%s publications dropped: the subscription's queue was full)", commas(ev.Dropped))
+				}
+				_, err := fmt.Fprintf(out, "received %s calls, %s sends, %s published, %s%s\n",
+					commas(ev.Calls), commas(ev.Sends), commas(ev.Published), humanBytes(ev.Bytes), dropped)
 				return err
 			})
 		},

@@ -76,7 +76,7 @@ func TestBenchCommands(t *testing.T) {
 				api.BenchEvent{Event: "result", Result: benchResult(kind)})
 			lines(d, api.RouteBenchServe,
 				api.BenchServeEvent{Event: "serving", Path: benchPath, Endpoint: true, Subscribed: true},
-				api.BenchServeEvent{Event: "stats", Path: benchPath, Calls: 20000, Sends: 5, Bytes: 1 << 20})
+				api.BenchServeEvent{Event: "stats", Path: benchPath, Calls: 20000, Sends: 5, Bytes: 1 << 20, Dropped: 2})
 			r := bt(t, d.dir, tc.args...)
 			if reqs := d.requests(); len(reqs) != 1 || reqs[0] != tc.req {
 				t.Fatalf("%+v: requests %q, want %q", r, reqs, tc.req)
