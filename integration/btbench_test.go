@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -130,4 +131,43 @@ func BenchmarkBtBench(b *testing.B) {
 		r := p.c.nodes[0].ok(full...)
 		fmt.Printf("$ bt %s\n%s", strings.Join(full, " "), r.stdout)
 	}
+}
+
+// BenchmarkBtBenchCallVsPing: the p50 of `bt bench call` (64 B, one
+// client) against the median round trip of `bt ping` between the same two
+// daemons (a 32-byte echo on a new stream of the existing connection, timed
+// in the daemon too): 5 interleaved rounds, medians of the rounds' figures.
+// Run with -benchtime=1x.
+func BenchmarkBtBenchCallVsPing(b *testing.B) {
+	p := newBenchPair(b)
+	var ours, anchor []float64
+	for range 5 {
+		r := p.c.nodes[0].ok("bench", "call", p.target, "--size", "64", "--msgs", "2000", "--json")
+		var res api.BenchResult
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+			b.Fatalf("%v\n%s", err, r)
+		}
+		ours = append(ours, res.Latency.P50)
+		r = p.c.nodes[0].ok("ping", p.c.path(1), "-n", "200", "--json")
+		var pings []api.PingResult
+		if err := json.Unmarshal([]byte(r.stdout), &pings); err != nil {
+			b.Fatalf("%v\n%s", err, r)
+		}
+		var rtts []float64
+		for _, pr := range pings {
+			rtts = append(rtts, pr.RTTms*1000)
+		}
+		anchor = append(anchor, median(rtts))
+	}
+	o, a := median(ours), median(anchor)
+	fmt.Printf("bench bt-bench-call-p50-vs-ping: ours %.0fµs anchor %.0fµs ratio(anchor/ours) %.3f (5 rounds, interleaved, medians; ours %v, anchor %v)\n",
+		o, a, a/o, ours, anchor)
+	b.ReportMetric(o, "call-p50-µs")
+	b.ReportMetric(a, "ping-p50-µs")
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
