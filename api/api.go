@@ -591,3 +591,131 @@ func queryPath(q url.Values, name string) (paths.Path, error) {
 	}
 	return p, nil
 }
+
+// Bench (docs/api.md, "Bench"; docs/cli.md, `bt bench`). The daemon
+// generates the load itself, so the API socket is not in the measurement.
+
+// The kinds of a BenchRequest.
+const (
+	BenchCall = "call" // msg Call: the latency is the round trip
+	BenchSend = "send" // msg Send: the latency is until the receiver accepted
+	BenchPub  = "pub"  // pub-sub Publish: the latency is until Publish returned
+)
+
+// BenchRequest is POST /v1/bench: Msgs messages of Size bytes to Path (the
+// endpoint of a call or send, the topic of a pub), from Clients concurrent
+// clients sharing the messages out. The answer is a stream of JSON lines,
+// BenchEvent values: "progress" lines, then one "result" (or "error").
+// The bench stops when the client goes away.
+type BenchRequest struct {
+	Kind    string     `json:"kind"` // BenchCall, BenchSend or BenchPub
+	Path    paths.Path `json:"path"`
+	Size    int        `json:"size"` // payload bytes; a pub needs BenchHeaderSize at least
+	Msgs    int        `json:"msgs"`
+	Clients int        `json:"clients"`
+	Timeout string     `json:"timeout,omitempty"` // Go duration per message; default 10s
+}
+
+// BenchHeaderSize is the smallest payload of a pub bench: each message
+// carries the run, its number and the time it was published, so that the
+// subscribers can count what arrives.
+const BenchHeaderSize = 28
+
+// BenchEvent is one line of a /v1/bench stream.
+type BenchEvent struct {
+	Event string `json:"event"` // "progress", "result" or "error"
+	// progress: Phase "run" while the messages go, then for a pub "drain"
+	// while the subscribers' counts come in.
+	Phase     string  `json:"phase,omitempty"`
+	Done      int64   `json:"done,omitempty"`      // messages that succeeded so far
+	Errors    int64   `json:"errors,omitempty"`    // messages that failed so far
+	Total     int64   `json:"total,omitempty"`     // the messages of the run
+	Delivered int64   `json:"delivered,omitempty"` // pub: arrivals reported so far, over all subscribers
+	Seconds   float64 `json:"seconds,omitempty"`   // since the run began
+	// result
+	Result *BenchResult `json:"result,omitempty"`
+	// error
+	Error *Error `json:"error,omitempty"`
+}
+
+// BenchResult is the outcome of a bench.
+type BenchResult struct {
+	Kind    string     `json:"kind"`
+	Path    paths.Path `json:"path"`
+	Size    int        `json:"size"`
+	Msgs    int        `json:"msgs"`
+	Clients int        `json:"clients"`
+	// Count is the messages that succeeded, Errors those that failed (a run
+	// stops early after too many); FirstError is the first failure.
+	Count      int64  `json:"count"`
+	Errors     int64  `json:"errors"`
+	FirstError string `json:"first_error,omitempty"`
+	// Seconds is the run's duration, from the first message sent to the
+	// last one done; Rate is Count per second and BytesPerSec Rate times
+	// Size (payloads sent; a call's replies are not counted).
+	Seconds     float64 `json:"seconds"`
+	Rate        float64 `json:"rate"`
+	BytesPerSec float64 `json:"bytes_per_sec"`
+	// Latency is of every message that succeeded.
+	Latency BenchLatency `json:"latency"`
+	// Subscribers (pub only) is what each subscriber reported receiving,
+	// sorted by node; nil when none reported.
+	Subscribers []BenchDelivery `json:"subscribers,omitempty"`
+}
+
+// BenchLatency summarises latencies in microseconds: exact Min, Max and
+// Mean, and percentiles from a histogram with buckets at most 1/64 (1.6 %)
+// wide, so P50 ≤ P90 ≤ P99 ≤ P999.
+type BenchLatency struct {
+	Count int64   `json:"count"`
+	Min   float64 `json:"min_us"`
+	Mean  float64 `json:"mean_us"`
+	P50   float64 `json:"p50_us"`
+	P90   float64 `json:"p90_us"`
+	P99   float64 `json:"p99_us"`
+	P999  float64 `json:"p99_9_us"`
+	Max   float64 `json:"max_us"`
+}
+
+// BenchDelivery is what one subscriber of a pub bench received: Count
+// messages of the run, Bytes of payload, at Rate messages per second from
+// its first arrival to its last. Latency is one way, publication to
+// arrival, on the two nodes' clocks: only as good as their agreement.
+type BenchDelivery struct {
+	Node    paths.Path   `json:"node"`
+	Count   int64        `json:"count"`
+	Bytes   int64        `json:"bytes"`
+	Rate    float64      `json:"rate"`
+	Latency BenchLatency `json:"latency"`
+}
+
+// BenchServeRequest is POST /v1/bench/serve: answer benches at Path for as
+// long as the request lasts. When Path is this node's (or under it) an
+// endpoint there answers calls (with their payload, or ReplySize bytes when
+// set) and accepts sends; in any case a subscription to the topic Path
+// counts the messages of pub benches and reports them to their publisher.
+// The answer is a stream of JSON lines, BenchServeEvent values: first one
+// with Event "serving", then "stats" at most every second while messages
+// come.
+type BenchServeRequest struct {
+	Path      paths.Path `json:"path"`
+	ReplySize *int       `json:"reply_size,omitempty"` // nil: echo each call's payload
+}
+
+// BenchServeEvent is one line of a /v1/bench/serve stream.
+type BenchServeEvent struct {
+	Event string     `json:"event"` // "serving" or "stats"
+	Path  paths.Path `json:"path"`
+	// serving: whether there is an endpoint (Path is this node's) and a
+	// subscription.
+	Endpoint   bool `json:"endpoint,omitempty"`
+	Subscribed bool `json:"subscribed,omitempty"`
+	// stats: what arrived so far.
+	Calls     int64 `json:"calls,omitempty"`
+	Sends     int64 `json:"sends,omitempty"`
+	Published int64 `json:"published,omitempty"`
+	Bytes     int64 `json:"bytes,omitempty"`
+	// Dropped counts the publications this node's subscription queue had
+	// no room for (pub-sub drops rather than blocks).
+	Dropped int64 `json:"dropped,omitempty"`
+}

@@ -176,3 +176,17 @@ func (c *Client) WasmStop(ctx context.Context, req WasmStopRequest) (WasmStopRes
 func (c *Client) WasmLogs(ctx context.Context, req WasmLogsRequest, each func(WasmLogLine) error) error {
 	return Each(ctx, c, RouteWasmLogs, req, each)
 }
+
+// Bench is POST /v1/bench: each gets every event (progress lines, then one
+// result or error) until it returns an error or ctx ends; ending ctx stops
+// the bench.
+func (c *Client) Bench(ctx context.Context, req BenchRequest, each func(BenchEvent) error) error {
+	return Each(ctx, c, RouteBench, req, each)
+}
+
+// BenchServe is POST /v1/bench/serve: the endpoint and the subscription
+// stay while it runs; each gets every event until it returns an error or
+// ctx ends.
+func (c *Client) BenchServe(ctx context.Context, req BenchServeRequest, each func(BenchServeEvent) error) error {
+	return Each(ctx, c, RouteBenchServe, req, each)
+}

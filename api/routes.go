@@ -113,6 +113,12 @@ const (
 	PathWasmLogs   = "/v1/wasm/logs"
 )
 
+// Paths of the bench routes (docs/api.md, "Bench").
+const (
+	PathBench      = "/v1/bench"
+	PathBenchServe = "/v1/bench/serve"
+)
+
 const (
 	get  = http.MethodGet
 	post = http.MethodPost
@@ -158,6 +164,13 @@ var (
 	RouteWasmLogs = Route[WasmLogsRequest, WasmLogLine]{post, PathWasmLogs, Stream}
 )
 
+// The bench routes (docs/api.md, "Bench"): load generated inside the
+// daemon, and the endpoint that answers it.
+var (
+	RouteBench      = Route[BenchRequest, BenchEvent]{post, PathBench, Stream}
+	RouteBenchServe = Route[BenchServeRequest, BenchServeEvent]{post, PathBenchServe, Stream}
+)
+
 // Routes is the table of every route, in the order docs/api.md lists them.
 var Routes = []RouteInfo{
 	RouteStatus.Info(), RoutePeers.Info(), RouteResolve.Info(), RoutePing.Info(), RouteInvite.Info(),
@@ -167,4 +180,5 @@ var Routes = []RouteInfo{
 	RouteFSWrite.Info(), RouteFSRead.Info(), RouteFSGrant.Info(), RouteFSRevoke.Info(), RouteFSHost.Info(),
 	RouteFSHosted.Info(), RouteFSMount.Info(), RouteFSUnmount.Info(), RouteFSMounts.Info(),
 	RouteWasmRun.Info(), RouteWasmPs.Info(), RouteWasmStop.Info(), RouteWasmLogs.Info(),
+	RouteBench.Info(), RouteBenchServe.Info(),
 }

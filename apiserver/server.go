@@ -137,6 +137,7 @@ func (s *server) register(mux *serve.Mux) {
 	serve.Unary(mux, api.RouteRepoStat, maxBody, s.repoStat)
 	serve.Stream(mux, api.RouteRepoGC, s.repoGC, repoFailed)
 	serve.Stream(mux, api.RouteRepoVerify, s.repoVerify, repoFailed)
+	newBenchAPI(s).register(mux) // bench.go
 }
 
 // need checks that a required path p of a request is there: a missing

@@ -75,6 +75,7 @@ func newRoot(stderr io.Writer) *cobra.Command {
 		sendCmd(g), callCmd(g), listenCmd(g), pubCmd(g), subCmd(g), blockCmd(g), repoCmd(g), actorsCmd(g))
 	root.AddCommand(fsCommands(g)...)   // file system: cmd/bt/fs.go
 	root.AddCommand(wasmCommands(g)...) // Wasm modules: cmd/bt/wasm.go
+	root.AddCommand(benchCmd(g))        // bt bench: cmd/bt/bench.go
 	return root
 }
 
