@@ -613,6 +613,7 @@ type BenchRequest struct {
 	Size    int        `json:"size"` // payload bytes; a pub needs BenchHeaderSize at least
 	Msgs    int        `json:"msgs"`
 	Clients int        `json:"clients"`
+	Confirm bool       `json:"confirm,omitempty"` // a send bench: each send waits for its acceptance
 	Timeout string     `json:"timeout,omitempty"` // Go duration per message; default 10s
 }
 

@@ -156,23 +156,28 @@ func noEndpoint(err error, p paths.Path) error {
 func (b *benchAPI) msgBench(ctx context.Context, sp benchSpec, out *serve.Events[api.BenchEvent]) error {
 	payload := make([]byte, sp.Size)
 	call := sp.Kind == api.BenchCall
-	newClient := func() func(context.Context) error {
+	newClient := func(confirm bool) func(context.Context) error {
 		var r bytes.Reader
 		return func(ctx context.Context) error {
 			r.Reset(payload)
 			ctx, cancel := context.WithTimeout(ctx, sp.timeout)
 			defer cancel()
-			if call {
+			switch {
+			case call:
 				_, err := b.s.msgs.Call(ctx, sp.Path, &r, int64(len(payload)))
 				return err
+			case confirm:
+				return b.s.msgs.SendConfirmed(ctx, sp.Path, &r, int64(len(payload)))
 			}
 			return b.s.msgs.Send(ctx, sp.Path, &r, int64(len(payload)))
 		}
 	}
-	if err := newClient()(ctx); err != nil {
+	// The first message is confirmed, so that a missing endpoint is
+	// reported before the run.
+	if err := newClient(true)(ctx); err != nil {
 		return noEndpoint(err, sp.Path)
 	}
-	res, err := runLoad(ctx, sp, out, newClient, func(ev *api.BenchEvent) {})
+	res, err := runLoad(ctx, sp, out, func() func(context.Context) error { return newClient(sp.Confirm) }, func(ev *api.BenchEvent) {})
 	if err != nil {
 		return err
 	}

@@ -89,6 +89,7 @@ func benchRunCmd(g *globals, kind, use, short string) *cobra.Command {
 		msgs    int
 		clients int
 		timeout time.Duration
+		confirm bool
 	)
 	cmd := &cobra.Command{
 		Use:   use + " [--size B] [--msgs N] [--clients C]",
@@ -102,7 +103,7 @@ func benchRunCmd(g *globals, kind, use, short string) *cobra.Command {
 			if timeout <= 0 {
 				return usageErr("bench %s: --timeout must be positive", kind)
 			}
-			req := api.BenchRequest{Kind: kind, Path: p, Size: size.n, Msgs: msgs, Clients: clients, Timeout: timeout.String()}
+			req := api.BenchRequest{Kind: kind, Path: p, Size: size.n, Msgs: msgs, Clients: clients, Confirm: confirm, Timeout: timeout.String()}
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -149,6 +150,9 @@ func benchRunCmd(g *globals, kind, use, short string) *cobra.Command {
 	cmd.Flags().IntVar(&msgs, "msgs", benchDefaultMsgs, "messages to send, shared out among the clients")
 	cmd.Flags().IntVar(&clients, "clients", 1, "concurrent clients")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "deadline of each message")
+	if kind == api.BenchSend {
+		cmd.Flags().BoolVar(&confirm, "confirm", false, "each send waits until the receiver accepted it")
+	}
 	addJSON(cmd, g)
 	return cmd
 }
