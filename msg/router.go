@@ -500,12 +500,8 @@ func (r *Router) run(ctx context.Context, h Handler, m *Message) (reply []byte, 
 // nodeOf returns the node path of p, its first two components
 // /<root>/<node>, and false for a bare root path.
 func nodeOf(p paths.Path) (paths.Path, bool) {
-	d := p.Depth()
-	if d < 1 {
+	if p.Depth() < 1 {
 		return paths.Path{}, false
 	}
-	for ; d > 1; d-- {
-		p, _ = p.Parent()
-	}
-	return p, true
+	return p.Ancestor(1)
 }

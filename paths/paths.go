@@ -273,6 +273,28 @@ func (p Path) Parent() (Path, bool) {
 	return Path{p.s[:i]}, true
 }
 
+// Ancestor returns p's ancestor with depth components after the root (p
+// itself when it has no more) and true, or the zero Path and false for
+// the zero Path or a negative depth. Ancestor(0) is the root path,
+// Ancestor(1) a node path. It does not allocate.
+func (p Path) Ancestor(depth int) (Path, bool) {
+	if p.s == "" || depth < 0 {
+		return Path{}, false
+	}
+	i := p.rootEnd()
+	for range depth {
+		if i == len(p.s) {
+			return p, true
+		}
+		j := strings.IndexByte(p.s[i+1:], '/')
+		if j < 0 {
+			return p, true
+		}
+		i += 1 + j
+	}
+	return Path{p.s[:i]}, true
+}
+
 // HasPrefix reports whether q is p or an ancestor of p. It compares whole
 // components: "/<r>/ab" does not have the prefix "/<r>/a". It is false when
 // either is the zero Path. It does not allocate.

@@ -715,3 +715,26 @@ func TestDocsListEverySentinel(t *testing.T) {
 		})
 	}
 }
+
+func TestAncestor(t *testing.T) {
+	p := MustParse(root + "/a/b/c")
+	for depth, want := range []string{root, root + "/a", root + "/a/b", root + "/a/b/c", root + "/a/b/c"} {
+		got, ok := p.Ancestor(depth)
+		if !ok || got.String() != want {
+			t.Errorf("Ancestor(%d) = %q, %v; want %q", depth, got, ok, want)
+		}
+		if depth <= p.Depth() && got.Depth() != depth {
+			t.Errorf("Ancestor(%d) has depth %d", depth, got.Depth())
+		}
+	}
+	if _, ok := p.Ancestor(-1); ok {
+		t.Error("Ancestor(-1) succeeded")
+	}
+	if _, ok := (Path{}).Ancestor(1); ok {
+		t.Error("Ancestor of the zero Path succeeded")
+	}
+	root := MustParse(root)
+	if got, ok := root.Ancestor(1); !ok || got != root {
+		t.Errorf("a root path's Ancestor(1) = %q, %v", got, ok)
+	}
+}
