@@ -74,7 +74,7 @@ func (r *Runtime) request(from paths.Path, m any) ([]byte, error) {
 	if from != r.self {
 		w.From = from.String()[len(r.self.String())+1:]
 	}
-	return encode(w), nil
+	return appendWireMsg(nil, &w), nil
 }
 
 // remoteSend sends a tell as one msg Send to the target's path under its
@@ -180,7 +180,7 @@ func (r *Runtime) handleWatch(ctx context.Context, m *msg.Message) ([]byte, erro
 	if err != nil {
 		return errReply(err), nil
 	}
-	return encode(wireReply{V: WireVersion, X: r.gone(d.watch)}), nil
+	return appendWireReply(nil, &wireReply{V: WireVersion, X: r.gone(d.watch)}), nil
 }
 
 // handleActor is the msg handler of every path under the runtime's
@@ -233,13 +233,13 @@ func (r *Runtime) serveActor(ctx context.Context, m *msg.Message) ([]byte, error
 		return nil, err
 	}
 	if reply == nil {
-		return encode(wireReply{V: WireVersion}), nil
+		return appendWireReply(nil, &wireReply{V: WireVersion}), nil
 	}
 	name, data, err := r.types.encode(reply)
 	if err != nil {
 		return nil, fmt.Errorf("reply: %w", err)
 	}
-	return encode(wireReply{V: WireVersion, T: name, M: data}), nil
+	return appendWireReply(nil, &wireReply{V: WireVersion, T: name, M: data}), nil
 }
 
 // readRequest reads a request's payload, at most MaxEnvelope bytes.
@@ -470,7 +470,7 @@ func (r *Runtime) watchNode(nw *nodeWatch) {
 		}
 		r.mon.mu.Unlock()
 		ctx, cancel := context.WithTimeout(r.ctx, every)
-		rep, err := r.exchange(ctx, "watch", nw.node, nw.node, nw.ep, encode(wireMsg{V: WireVersion, W: targets}))
+		rep, err := r.exchange(ctx, "watch", nw.node, nw.node, nw.ep, appendWireMsg(nil, &wireMsg{V: WireVersion, W: targets}))
 		cancel()
 		if r.ctx.Err() != nil {
 			return

@@ -82,6 +82,8 @@ type decoded struct {
 	watch []paths.Path
 }
 
+// checkVersion explains why b, which the decoder refused, was refused
+// when that is its size or its version; nil otherwise.
 func checkVersion(b []byte) error {
 	if len(b) > MaxEnvelope {
 		return fmt.Errorf("%d bytes, over %d: %w", len(b), MaxEnvelope, ErrBadMessage)
@@ -97,18 +99,34 @@ func checkVersion(b []byte) error {
 }
 
 // decodeMsg parses and checks a request, a watch if watch is set, else
-// a tell or call: canonical CBOR of version 2, with the fields its kind
-// needs and no others, a sender of valid components and canonical
-// watched paths.
+// a tell or call: canonical CBOR of version 2 (wirecodec.go), with the
+// fields its kind needs and no others, a sender of valid components and
+// canonical watched paths.
 func decodeMsg(b []byte, watch bool) (*decoded, error) {
-	if err := checkVersion(b); err != nil {
+	var w wireMsg
+	if err := unmarshalWire(b, func() (uint64, error) {
+		err := unmarshalWireMsg(b, &w)
+		return w.V, err
+	}); err != nil {
 		return nil, err
 	}
-	var w wireMsg
-	if err := canon.Unmarshal(b, &w); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
-	}
 	return w.check(watch)
+}
+
+// unmarshalWire runs dec on b, at most MaxEnvelope bytes, and checks
+// the version it decoded.
+func unmarshalWire(b []byte, dec func() (uint64, error)) error {
+	if len(b) > MaxEnvelope {
+		return checkVersion(b)
+	}
+	v, err := dec()
+	if err == nil && v == WireVersion {
+		return nil
+	}
+	if verr := checkVersion(b); verr != nil {
+		return verr
+	}
+	return fmt.Errorf("%w: %w", ErrBadMessage, err)
 }
 
 // check checks a request's fields for its kind.
@@ -144,12 +162,12 @@ func (w *wireMsg) check(watch bool) (*decoded, error) {
 
 // decodeReply parses and checks a reply.
 func decodeReply(b []byte) (*wireReply, error) {
-	if err := checkVersion(b); err != nil {
-		return nil, err
-	}
 	var w wireReply
-	if err := canon.Unmarshal(b, &w); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
+	if err := unmarshalWire(b, func() (uint64, error) {
+		err := unmarshalWireReply(b, &w)
+		return w.V, err
+	}); err != nil {
+		return nil, err
 	}
 	if w.C > codeOther {
 		return nil, fmt.Errorf("unknown reply code %d: %w", w.C, ErrBadMessage)
@@ -183,14 +201,6 @@ func (w *wireReply) check() error {
 	return nil
 }
 
-func encode(v any) []byte {
-	b, err := canon.Marshal(v)
-	if err != nil { // only for values these types cannot hold
-		panic(fmt.Sprintf("actors: encode %T: %v", v, err))
-	}
-	return b
-}
-
 // cut makes an error text fit the wire: valid UTF-8 (the decoder
 // refuses anything else, and the caller would get ErrBadMessage instead
 // of the error) of at most maxErrText bytes and a "…".
@@ -213,7 +223,7 @@ func errReply(err error) []byte {
 	if errors.As(err, &ae) {
 		text = ae.Msg
 	}
-	return encode(wireReply{V: WireVersion, C: codeOf(err), E: cut(text)})
+	return appendWireReply(nil, &wireReply{V: WireVersion, C: codeOf(err), E: cut(text)})
 }
 
 func codeOf(err error) uint64 {

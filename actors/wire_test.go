@@ -3,11 +3,23 @@ package actors
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"blocktree.dev/bt/internal/canon"
 )
+
+// encode is canon's encoding of v, the reference for wirecodec.go's.
+func encode(v any) []byte {
+	b, err := canon.Marshal(v)
+	if err != nil { // only for values these types cannot hold
+		panic(fmt.Sprintf("actors: encode %T: %v", v, err))
+	}
+	return b
+}
 
 const testTo = "/12D3KooWLtU73iz6AW6aEhE3exnD8dGbdUQu5RYpeTkyM4bc1nPE/laptop/w"
 
