@@ -74,7 +74,11 @@ func (r *Runtime) request(from paths.Path, m any) ([]byte, error) {
 	if from != r.self {
 		w.From = from.String()[len(r.self.String())+1:]
 	}
-	return appendWireMsg(nil, &w), nil
+	b := appendWireMsg(nil, &w)
+	if len(b) > MaxEnvelope {
+		return nil, fmt.Errorf("a request of %d bytes, over %d: %w", len(b), MaxEnvelope, ErrBadMessage)
+	}
+	return b, nil
 }
 
 // remoteSend sends a tell as one msg Send to the target's path under its

@@ -48,6 +48,9 @@ func TestRemote(t *testing.T) {
 	if err := a.Send(ctx, w, Unknown{}); !errors.Is(err, ErrUnregisteredType) {
 		t.Fatalf("unregistered type: %v", err)
 	}
+	if err := a.Send(ctx, w, strings.Repeat("x", MaxEnvelope)); !errors.Is(err, ErrBadMessage) {
+		t.Fatalf("a message over MaxEnvelope: %v, want ErrBadMessage", err)
+	}
 	door := spawn(t, b.Runtime, "door", &door{}, WithProtocol(&Protocol{Name: "d", Initial: "closed", States: []State{
 		{Name: "closed", Accept: []Rule{On[Open, Ack]("open")}},
 		{Name: "open", Accept: []Rule{On[Close, Ack]("closed")}},
