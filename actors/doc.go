@@ -12,26 +12,34 @@
 // (request and reply, bounded by the ctx's deadline) take a path: for
 // an actor of this node the Go value itself is queued, nothing is
 // encoded; for another node's actor the value is encoded (its type
-// registered with WithTypes/TypeOf) and carried to that node's runtime:
-// with WithP2P on one long-lived stream per pair of nodes
-// (StreamProtocol), requests pipelined and replies matched by ID;
-// without it, or to a node that does not speak that protocol, by
-// msg.Router to the node's endpoint, /<root>/<node>/.actors.
+// registered with WithTypes/TypeOf) and carried by msg, the runtime's
+// only transport: a tell is one msg Send and a call one msg Call to the
+// actor's path under its node's endpoint (/<root>/<node>/a/b is reached
+// at /<root>/<node>/.actors/a/b), and a monitor's question one msg Call
+// to the endpoint itself. So msg's connection, its authorisation and
+// its flow control, which is per target path, serve the actors too, per
+// actor (docs/actors.md).
 //
 // # Remote flow control
 //
-// On a stream, a remote Send returns once its frame is queued with
-// credit: the receiving node grants each stream a window of requests in
-// flight (DefaultWindow) and of tells in flight per target actor
-// (DefaultTargetWindow), and gives a tell's credit back once the tell is
-// in the mailbox. A full remote mailbox so pushes back: Send waits for
-// credit until ctx's deadline (WithSendWait without one) and fails with
-// ErrMailboxFull. The receiver never lets one actor's full mailbox hold
-// up the stream: such requests wait behind that actor alone, each until
-// its deadline. A tell the receiver refuses after Send returned (its
-// deadline passed while parked, no actor at the path) is logged on both
-// nodes; Call reports every outcome. Another domain's node needs a
-// writecap covering this node's path (AddGrant on the sender).
+// A remote Send returns once msg has taken the tell (msg.Router.Send:
+// queued with credit on the peer's connection). The receiving runtime's
+// handler queues it in the mailbox, waiting for room as a local Send
+// does, until the tell's deadline (the sender's ctx deadline, or
+// WithSendWait without one, travels with it); msg gives the actor's
+// path its credit back when the handler returns. A full remote mailbox
+// so pushes back on the senders to that actor only: once its credit is
+// used up, Send waits until ctx's deadline and fails with
+// ErrMailboxFull, naming the node, while tells to the node's other
+// actors go on. msg hands one sender's messages to one path to the
+// handler one at a time, in order, so tells from one node to one actor
+// keep their order. A tell that fails at the receiving runtime after
+// Send returned (its deadline passed waiting for room, no actor at the
+// path, its protocol refused it) is logged there; a refusal by the
+// receiving router (not authorised, no runtime) surfaces as the error
+// of a later Send or Call to that actor; Call reports every outcome.
+// Another domain's node needs a writecap covering this node's path
+// (AddGrant, which hands it to the router).
 //
 // Mailboxes are bounded (WithMailbox, WithMailboxSize). A full mailbox
 // pushes back: Send and Call wait for room until ctx's deadline (or
@@ -40,7 +48,7 @@
 //
 // # Lifecycle, owners and exit notices
 //
-//	rt, err := actors.New(n.Path(), router, actors.WithP2P(n)) // both may be absent: local only
+//	rt, err := actors.New(n.Path(), router) // router may be nil: local only
 //	go rt.Serve(ctx)                           // optional: ties the runtime to ctx
 //	p, err := rt.Spawn(ctx, "inbox", actor, actors.WithOwner(owner))
 //	reply, err := rt.Call(ctx, p, Ping{})
@@ -119,7 +127,7 @@
 // ErrStopped, ErrProtocol, ErrUnregisteredType, ErrBadMessage, ErrRemote,
 // ErrClosed, ErrRestartIntensity, ErrBadName), msg's errors for the
 // network (msg.ErrUnreachable, naming the node; msg.ErrDenied when a
-// node refuses this one's stream), a context error, or are
+// node refuses this one's messages), a context error, or are
 // an *ActorError (the actor failed or panicked on a Call's message).
 //
 // # Concurrency

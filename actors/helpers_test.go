@@ -16,6 +16,7 @@ import (
 	"blocktree.dev/bt/p2p/p2ptest"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/pubsub"
+	"blocktree.dev/bt/tpm/softkey"
 )
 
 // Tests of remote actors run real in-process libp2p nodes listening on
@@ -33,7 +34,6 @@ type testNode struct {
 
 type nodeOpts struct {
 	pubsub bool
-	noP2P  bool // msg only: no stream transport
 	bs     []peer.AddrInfo
 	opts   []Option
 }
@@ -41,18 +41,23 @@ type nodeOpts struct {
 // startNode runs a node named name in d with a runtime configured by o.
 func startNode(t testing.TB, d *nettest.Domain, name string, o nodeOpts) *testNode {
 	t.Helper()
-	pn := p2ptest.Start(t, d, name, p2ptest.WithBootstrap(o.bs...),
+	id, nk := p2ptest.Identity(t, d, name)
+	return startNodeWith(t, id, nk, o)
+}
+
+// startNodeWith runs a node of an identity made by p2ptest.Identity (the
+// same one again: the node restarted).
+func startNodeWith(t testing.TB, id *p2p.Identity, nk *softkey.Key, o nodeOpts) *testNode {
+	t.Helper()
+	pn := p2ptest.StartWith(t, id, nk, p2ptest.WithBootstrap(o.bs...),
 		p2ptest.WithConfig(func(c *p2p.Config) { c.ResolveTimeout = 5 * time.Second }))
-	n, id, nk := pn.Node, pn.Identity, pn.Key
+	n := pn.Node
 	router, err := msg.New(n, msg.Config{Log: nettest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tn := &testNode{node: n, router: router, nodeID: pn.NodeID}
 	opts := append([]Option{WithTypes(testTypes...)}, o.opts...)
-	if !o.noP2P {
-		opts = append(opts, WithP2P(n))
-	}
 	if o.pubsub {
 		ps, err := pubsub.New(context.Background(), n, id, pubsub.Config{
 			Log:         nettest.Logger(),

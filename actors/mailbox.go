@@ -12,26 +12,20 @@ import (
 type envelope struct {
 	msg   any
 	from  paths.Path
-	reply chan result // a local Call's answer; nil for a Send and for notices
-	// answer takes a remote Call's result instead of reply; it must not
-	// block (it queues the reply frame).
-	answer func(result)
-	dl     time.Time // the sender's deadline, zero if none
-	rule   *rule     // the protocol rule that admitted it, nil without a protocol
+	reply chan result // a Call's answer; nil for a Send and for notices
+	dl    time.Time   // the sender's deadline, zero if none
+	rule  *rule       // the protocol rule that admitted it, nil without a protocol
 }
 
 // isCall reports whether e waits for a result.
-func (e *envelope) isCall() bool { return e.reply != nil || e.answer != nil }
+func (e *envelope) isCall() bool { return e.reply != nil }
 
 // respond gives a Call its result, once.
 func (e *envelope) respond(res result) {
-	switch {
-	case e.reply != nil:
+	if e.reply != nil {
 		e.reply <- res
-	case e.answer != nil:
-		e.answer(res)
 	}
-	e.reply, e.answer = nil, nil
+	e.reply = nil
 }
 
 // result is a Call's answer.

@@ -25,7 +25,8 @@ func nodeOf(p paths.Path) (paths.Path, bool) {
 	return p, true
 }
 
-// endpointOf returns the runtime endpoint of p's node.
+// endpointOf returns the node of p and that node's runtime endpoint,
+// /<root>/<node>/.actors.
 func endpointOf(p paths.Path) (node, ep paths.Path, err error) {
 	node, ok := nodeOf(p)
 	if !ok {
@@ -35,83 +36,94 @@ func endpointOf(p paths.Path) (node, ep paths.Path, err error) {
 	return node, ep, err
 }
 
-// exchange sends one request to the runtime of to's node and returns its
-// checked reply: on the node's stream, or as a msg Call to a node without
-// one.
-func (r *Runtime) exchange(ctx context.Context, op string, to paths.Path, w wireMsg) (*wireReply, error) {
-	node, ep, err := endpointOf(to)
+// targetOf returns the node of the actor path to and the msg path its
+// tells and calls go to: the actor's path below its node, under the
+// node's endpoint (/<root>/<node>/a/b → /<root>/<node>/.actors/a/b). So
+// msg's flow control, which is per target path, is per actor.
+func targetOf(to paths.Path) (node, target paths.Path, err error) {
+	node, ok := nodeOf(to)
+	if !ok || to == node {
+		return paths.Path{}, paths.Path{}, fmt.Errorf("a root or node path names no actor; address /<root>/<node>/<name>: %w", ErrNoActor)
+	}
+	rel := to.String()[len(node.String()):] // "/a/b"
+	target, err = paths.Parse(node.String() + "/" + endpointName + rel)
 	if err != nil {
-		return nil, fmt.Errorf("actors: %s %s: %w", op, to, err)
+		return paths.Path{}, paths.Path{}, fmt.Errorf("%w: %w", ErrBadName, err)
 	}
-	if r.tr != nil && w.K != kindSend {
-		f := wireFrame{K: w.K, To: w.To, From: w.From, T: w.T, M: w.M, W: w.W}
-		rep, err := r.tr.request(ctx, op, to, node, &f)
-		if err != errFallback {
-			return rep, err
-		}
-	}
-	if r.router == nil {
-		return nil, fmt.Errorf("actors: %s %s: %w", op, to, ErrRemote)
-	}
-	b := encode(w)
-	rb, err := r.router.Call(ctx, ep, bytes.NewReader(b), int64(len(b)))
-	if err != nil {
-		if errors.Is(err, msg.ErrNoEndpoint) {
-			return nil, fmt.Errorf("actors: %s %s: node %s runs no actor runtime: %w: %w", op, to, node, ErrNoActor, err)
-		}
-		return nil, fmt.Errorf("actors: %s %s: node %s: %w", op, to, node, err)
-	}
-	rep, err := decodeReply(rb)
-	if err != nil {
-		return nil, fmt.Errorf("actors: %s %s: reply from %s: %w", op, to, node, err)
-	}
-	return rep, nil
+	return node, target, nil
 }
 
-// remoteSend sends a tell: pipelined on the node's stream, or as a msg
-// Call to a node without one.
-func (r *Runtime) remoteSend(ctx context.Context, from, to paths.Path, m any) error {
+// actorOf is targetOf backwards: the actor path that the msg path target,
+// under this node's endpoint ep, stands for.
+func actorOf(ep, target paths.Path) (paths.Path, bool) {
+	if !ep.IsAncestorOf(target) {
+		return paths.Path{}, false
+	}
+	node, _ := ep.Parent()
+	p, err := paths.Parse(node.String() + target.String()[len(ep.String()):])
+	return p, err == nil
+}
+
+// request encodes a tell or call of m from the actor at from.
+func (r *Runtime) request(from paths.Path, m any) ([]byte, error) {
 	name, data, err := r.types.encode(m)
+	if err != nil {
+		return nil, err
+	}
+	w := wireMsg{V: WireVersion, T: name, M: data}
+	if from != r.self {
+		w.From = from.String()[len(r.self.String())+1:]
+	}
+	b := appendWireMsg(nil, &w)
+	if len(b) > MaxEnvelope {
+		return nil, fmt.Errorf("a request of %d bytes, over %d: %w", len(b), MaxEnvelope, ErrBadMessage)
+	}
+	return b, nil
+}
+
+// remoteSend sends a tell as one msg Send to the target's path under its
+// node's endpoint. It returns once msg has taken it; the receiving
+// runtime's handler waits for room in the mailbox until the tell's
+// deadline (ctx's, or the send wait) and holds msg's credit for that
+// path meanwhile, which is how a full mailbox pushes back on its senders.
+func (r *Runtime) remoteSend(ctx context.Context, from, to paths.Path, m any) error {
+	if r.router == nil {
+		return fmt.Errorf("actors: send %s: a local-only runtime (no router): %w", to, ErrRemote)
+	}
+	node, target, err := targetOf(to)
 	if err != nil {
 		return fmt.Errorf("actors: send %s: %w", to, err)
 	}
-	if r.tr != nil {
-		node, _, err := endpointOf(to)
-		if err != nil {
-			return fmt.Errorf("actors: send %s: %w", to, err)
-		}
-		f := wireFrame{K: kindSend, To: to.String(), T: name, M: data}
-		if from != r.self {
-			f.From = from.String()
-		}
-		if err := r.tr.tell(ctx, to, from, node, &f); err != errFallback {
-			return err
-		}
-	}
-	w := wireMsg{V: WireVersion, K: kindSend, To: to.String(), T: name, M: data}
-	if from != r.self {
-		w.From = from.String()
-	}
-	rep, err := r.exchange(ctx, "send", to, w)
+	b, err := r.request(from, m)
 	if err != nil {
-		return err
+		return fmt.Errorf("actors: send %s: %w", to, err)
 	}
-	if rep.C != codeOK {
-		return errOf("send", to, rep.C, rep.E)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.cfg.sendWait)
+		defer cancel()
+	}
+	if err := r.router.Send(ctx, target, bytes.NewReader(b), int64(len(b))); err != nil {
+		return r.netErr("send", to, node, err)
 	}
 	return nil
 }
 
+// remoteCall sends a call as one msg Call to the target's path under its
+// node's endpoint and decodes the reply.
 func (r *Runtime) remoteCall(ctx context.Context, from, to paths.Path, m any) (any, error) {
-	name, data, err := r.types.encode(m)
+	if r.router == nil {
+		return nil, fmt.Errorf("actors: call %s: a local-only runtime (no router): %w", to, ErrRemote)
+	}
+	node, target, err := targetOf(to)
 	if err != nil {
 		return nil, fmt.Errorf("actors: call %s: %w", to, err)
 	}
-	w := wireMsg{V: WireVersion, K: kindCall, To: to.String(), T: name, M: data}
-	if from != r.self {
-		w.From = from.String()
+	b, err := r.request(from, m)
+	if err != nil {
+		return nil, fmt.Errorf("actors: call %s: %w", to, err)
 	}
-	rep, err := r.exchange(ctx, "call", to, w)
+	rep, err := r.exchange(ctx, "call", to, node, target, b)
 	if err != nil {
 		return nil, err
 	}
@@ -128,61 +140,122 @@ func (r *Runtime) remoteCall(ctx context.Context, from, to paths.Path, m any) (a
 	return v, nil
 }
 
-// handleRemote is the msg handler of the runtime's endpoint. Every
-// request gets a wireReply; errors travel in it, not as msg errors.
-func (r *Runtime) handleRemote(ctx context.Context, m *msg.Message) ([]byte, error) {
-	if m.Size > MaxEnvelope {
-		return errReply(fmt.Errorf("request of %d bytes, over %d: %w", m.Size, MaxEnvelope, ErrBadMessage)), nil
-	}
-	b, err := io.ReadAll(io.LimitReader(m.Body, MaxEnvelope+1))
+// exchange sends the request b as a msg Call to target, of node, and
+// returns its checked reply.
+func (r *Runtime) exchange(ctx context.Context, op string, to, node, target paths.Path, b []byte) (*wireReply, error) {
+	rb, err := r.router.Call(ctx, target, bytes.NewReader(b), int64(len(b)))
 	if err != nil {
-		return nil, err
+		return nil, r.netErr(op, to, node, err)
 	}
-	d, err := decodeMsg(b)
+	rep, err := decodeReply(rb)
+	if err != nil {
+		return nil, fmt.Errorf("actors: %s %s: reply from %s: %w", op, to, node, err)
+	}
+	return rep, nil
+}
+
+// netErr is the error of a msg Send or Call to node that failed.
+func (r *Runtime) netErr(op string, to, node paths.Path, err error) error {
+	switch {
+	case errors.Is(err, msg.ErrNoEndpoint):
+		return fmt.Errorf("actors: %s %s: node %s runs no actor runtime: %w: %w", op, to, node, ErrNoActor, err)
+	case errors.Is(err, msg.ErrClosed) && r.ctx.Err() != nil:
+		return fmt.Errorf("actors: %s %s: %w: %w", op, to, ErrClosed, err)
+	case op == "send" && errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, msg.ErrUnreachable):
+		// msg waits for the target's credit until the deadline: the
+		// handlers of the tells before this one are still waiting for
+		// room in the actor's mailbox.
+		return fmt.Errorf("actors: send %s: node %s did not take the tell before the deadline (the actor's mailbox stayed full, or the node is slow): %w: %w", to, node, ErrMailboxFull, err)
+	}
+	return fmt.Errorf("actors: %s %s: node %s: %w", op, to, node, err)
+}
+
+// handleWatch is the msg handler of the runtime's endpoint itself: a
+// watch, as a msg Call. The reply lists the watched actors that are gone.
+func (r *Runtime) handleWatch(ctx context.Context, m *msg.Message) ([]byte, error) {
+	if !m.Call {
+		return nil, fmt.Errorf("actors: the endpoint %s takes watches, as calls; send tells to the actor's path under it: %w", m.To, ErrBadMessage)
+	}
+	b, err := readRequest(m)
 	if err != nil {
 		return errReply(err), nil
 	}
-	return r.serveRequest(ctx, m.From, d), nil
+	d, err := decodeMsg(b, true)
+	if err != nil {
+		return errReply(err), nil
+	}
+	return appendWireReply(nil, &wireReply{V: WireVersion, X: r.gone(d.watch)}), nil
 }
 
-// serveRequest runs a checked request from the node at fromNode (a proven
-// node path).
-func (r *Runtime) serveRequest(ctx context.Context, fromNode paths.Path, d *decoded) []byte {
-	if d.kind == kindWatch {
-		return encode(wireReply{V: WireVersion, X: r.gone(d.watch)})
-	}
-	from := fromNode
-	if !d.from.IsZero() {
-		if !d.from.HasPrefix(fromNode) {
-			return errReply(fmt.Errorf("sender %s is not under its node %s: %w", d.from, fromNode, ErrBadMessage))
+// handleActor is the msg handler of every path under the runtime's
+// endpoint: a tell (a msg Send) or a call (a msg Call) to the actor at
+// that path below the node. A call's outcome travels in its reply, not
+// as a msg error; a tell that fails is logged here and its error given
+// to msg (which cannot tell the sender any more than that).
+func (r *Runtime) handleActor(ctx context.Context, m *msg.Message) ([]byte, error) {
+	reply, err := r.serveActor(ctx, m)
+	if m.Call {
+		if err != nil {
+			return errReply(err), nil
 		}
-		from = d.from
+		return reply, nil
 	}
-	if !r.isLocal(d.to) {
-		return errReply(fmt.Errorf("%s is not on node %s: %w", d.to, r.self, ErrNoActor))
+	if err != nil {
+		r.log.Warn("a tell failed at its node after Send returned", "to", m.To, "from", m.From, "err", err)
+	}
+	return nil, err
+}
+
+func (r *Runtime) serveActor(ctx context.Context, m *msg.Message) ([]byte, error) {
+	to, ok := actorOf(r.ep, m.To)
+	if !ok {
+		return nil, fmt.Errorf("%s names no actor of node %s: %w", m.To, r.self, ErrNoActor)
+	}
+	b, err := readRequest(m)
+	if err != nil {
+		return nil, err
+	}
+	d, err := decodeMsg(b, false)
+	if err != nil {
+		return nil, err
+	}
+	from := m.From // a node path msg verified
+	if d.from != nil {
+		if from, err = m.From.Join(d.from...); err != nil {
+			return nil, fmt.Errorf("sender: %w: %w", ErrBadMessage, err)
+		}
 	}
 	v, err := r.types.decode(d.tname, d.data)
 	if err != nil {
-		return errReply(err)
+		return nil, err
 	}
-	if d.kind == kindSend {
-		if err := r.deliverLocal(ctx, d.to, envelope{msg: v, from: from}, "send"); err != nil {
-			return errReply(err)
-		}
-		return encode(wireReply{V: WireVersion})
+	if !m.Call {
+		return nil, r.deliverLocal(ctx, to, envelope{msg: v, from: from}, "send")
 	}
-	reply, err := r.call(ctx, from, d.to, v)
+	reply, err := r.call(ctx, from, to, v)
 	if err != nil {
-		return errReply(err)
+		return nil, err
 	}
 	if reply == nil {
-		return encode(wireReply{V: WireVersion})
+		return appendWireReply(nil, &wireReply{V: WireVersion}), nil
 	}
 	name, data, err := r.types.encode(reply)
 	if err != nil {
-		return errReply(fmt.Errorf("reply: %w", err))
+		return nil, fmt.Errorf("reply: %w", err)
 	}
-	return encode(wireReply{V: WireVersion, T: name, M: data})
+	return appendWireReply(nil, &wireReply{V: WireVersion, T: name, M: data}), nil
+}
+
+// readRequest reads a request's payload, at most MaxEnvelope bytes.
+func readRequest(m *msg.Message) ([]byte, error) {
+	if m.Size > MaxEnvelope {
+		return nil, fmt.Errorf("request of %d bytes, over %d: %w", m.Size, MaxEnvelope, ErrBadMessage)
+	}
+	b := make([]byte, m.Size)
+	if _, err := io.ReadFull(m.Body, b); err != nil {
+		return nil, fmt.Errorf("request: %w", err)
+	}
+	return b, nil
 }
 
 // gone returns the watched paths that have no actor here, with their
@@ -259,6 +332,7 @@ type monitors struct {
 
 type nodeWatch struct {
 	node    paths.Path
+	ep      paths.Path // the node's endpoint
 	watches map[uint64]*watch
 }
 
@@ -338,7 +412,7 @@ func (r *Runtime) watchTarget(ctx context.Context, target paths.Path, f func(Dow
 	if r.router == nil {
 		return nil, fmt.Errorf("actors: monitor %s: %w", target, ErrRemote)
 	}
-	node, _, err := endpointOf(target)
+	node, ep, err := endpointOf(target)
 	if err != nil {
 		return nil, fmt.Errorf("actors: monitor %s: %w", target, err)
 	}
@@ -346,7 +420,7 @@ func (r *Runtime) watchTarget(ctx context.Context, target paths.Path, f func(Dow
 	nw := r.mon.nodes[node]
 	start := nw == nil
 	if start {
-		nw = &nodeWatch{node: node, watches: make(map[uint64]*watch)}
+		nw = &nodeWatch{node: node, ep: ep, watches: make(map[uint64]*watch)}
 		r.mon.nodes[node] = nw
 	}
 	nw.watches[id] = w
@@ -400,7 +474,7 @@ func (r *Runtime) watchNode(nw *nodeWatch) {
 		}
 		r.mon.mu.Unlock()
 		ctx, cancel := context.WithTimeout(r.ctx, every)
-		rep, err := r.exchange(ctx, "watch", nw.node, wireMsg{V: WireVersion, K: kindWatch, W: targets})
+		rep, err := r.exchange(ctx, "watch", nw.node, nw.node, nw.ep, appendWireMsg(nil, &wireMsg{V: WireVersion, W: targets}))
 		cancel()
 		if r.ctx.Err() != nil {
 			return

@@ -13,7 +13,6 @@ import (
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/internal/lifecycle"
 	"blocktree.dev/bt/msg"
-	"blocktree.dev/bt/p2p"
 	"blocktree.dev/bt/paths"
 	"blocktree.dev/bt/pubsub"
 )
@@ -39,10 +38,7 @@ type config struct {
 	sendWait     time.Duration
 	types        []TypeSpec
 	ps           *pubsub.PubSub
-	p2p          *p2p.Node
 	grants       []*caps.Writecap
-	verifier     *caps.Verifier
-	authWait     time.Duration
 }
 
 // WithLogger sets the runtime's logger (default: discarded).
@@ -53,8 +49,8 @@ func WithMailbox(n int) Option { return func(c *config) { c.mailbox = n } }
 
 // WithMonitorBound sets the bound on how long after a remote actor or its
 // node dies its monitors hear of it (default 5 s). The runtime asks each
-// watched node about its watched actors every bound/2, and gives each
-// question bound/2 to be answered.
+// watched node about its watched actors every bound/3, and gives each
+// question bound/3 to be answered.
 func WithMonitorBound(d time.Duration) Option { return func(c *config) { c.monitorBound = d } }
 
 // WithSendWait bounds how long a Send or Call whose ctx has no deadline
@@ -69,36 +65,19 @@ func WithTypes(ts ...TypeSpec) Option { return func(c *config) { c.types = appen
 // WithPubSub lets actors subscribe to topics (Context.Subscribe).
 func WithPubSub(ps *pubsub.PubSub) Option { return func(c *config) { c.ps = ps } }
 
-// WithP2P carries remote messages on long-lived streams of
-// StreamProtocol over n's connections: one stream per pair of nodes,
-// requests pipelined on it (docs/actors.md, "Stream transport"), and
-// serves the streams other nodes open. n must be the node of the
-// runtime's path. Without it, or to a node that does not speak
-// StreamProtocol, remote messages go through the router's msg Calls.
-func WithP2P(n *p2p.Node) Option { return func(c *config) { c.p2p = n } }
-
-// WithGrants gives the runtime writecaps for streams to nodes of other
-// domains (see Runtime.AddGrant).
+// WithGrants gives the runtime's router writecaps for the nodes of
+// other domains (see Runtime.AddGrant).
 func WithGrants(ws ...*caps.Writecap) Option {
 	return func(c *config) { c.grants = append(c.grants, ws...) }
 }
-
-// WithVerifier sets the verifier of the writecaps other domains' nodes
-// present at a stream's hello (default: a new one). Share one to share
-// its cache.
-func WithVerifier(v *caps.Verifier) Option { return func(c *config) { c.verifier = v } }
-
-// withAuthWait bounds how long a stream's receiver waits for the
-// opener's proof of path (tests shorten it).
-func withAuthWait(d time.Duration) Option { return func(c *config) { c.authWait = d } }
 
 // Runtime runs the actors of one node. Create it with New, stop it with
 // Close (or by ending Serve's ctx). All methods are safe for concurrent
 // use.
 type Runtime struct {
-	self   paths.Path // the node path
-	router *msg.Router
-	tr     *transport // nil without WithP2P
+	self   paths.Path  // the node path
+	ep     paths.Path  // the runtime's endpoint, self/.actors
+	router *msg.Router // nil for a local-only runtime
 	cfg    config
 	log    *slog.Logger
 	types  *typeRegistry
@@ -121,28 +100,26 @@ type Runtime struct {
 	recent recentExits
 
 	mon      monitors
-	unhandle func()
+	unhandle []func()
 }
 
 // New makes the runtime for the node at path node (/<root>/<name>).
 // router may be nil for a local-only runtime; otherwise New registers the
-// runtime's endpoint, node/.actors, on it (see docs/actors.md), and remote
-// actors are reached through it. Close the runtime before the router.
+// runtime's endpoint on it, node/.actors and every path under it (see
+// docs/actors.md), and remote actors are reached through it: msg is the
+// runtime's only transport. Close the runtime before the router.
 func New(node paths.Path, router *msg.Router, opts ...Option) (*Runtime, error) {
 	if node.Depth() != 1 {
 		return nil, fmt.Errorf("actors: new: %q is not a node path /<root>/<node>", node)
 	}
-	cfg := config{mailbox: DefaultMailbox, monitorBound: DefaultMonitorBound, sendWait: DefaultSendWait, authWait: defaultAuthWait}
+	cfg := config{mailbox: DefaultMailbox, monitorBound: DefaultMonitorBound, sendWait: DefaultSendWait}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.p2p != nil && cfg.p2p.Path() != node {
-		return nil, fmt.Errorf("actors: new: the p2p node is %s, not %s", cfg.p2p.Path(), node)
-	}
-	if cfg.mailbox <= 0 || cfg.monitorBound <= 0 || cfg.sendWait < 0 || cfg.authWait <= 0 {
+	if cfg.mailbox <= 0 || cfg.monitorBound <= 0 || cfg.sendWait < 0 {
 		return nil, fmt.Errorf("actors: new: mailbox %d, monitor bound %v and send wait %v must be positive", cfg.mailbox, cfg.monitorBound, cfg.sendWait)
 	}
 	types, err := newTypeRegistry(cfg.types)
@@ -153,50 +130,49 @@ func New(node paths.Path, router *msg.Router, opts ...Option) (*Runtime, error) 
 		self: node, router: router, cfg: cfg, log: cfg.log.With("subsystem", "actors"), types: types,
 		procs: make(map[paths.Path]*proc), services: make(map[paths.Path]*service),
 	}
+	r.ep, err = node.Join(endpointName)
+	if err != nil {
+		return nil, fmt.Errorf("actors: new: %w", err)
+	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.mon.init()
 	r.recent.init(DefaultRecentExits)
 	if router != nil {
-		ep, err := node.Join(endpointName)
+		unwatch, err := router.Handle(r.ep, r.handleWatch)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("actors: new: register endpoint %s: %w", r.ep, err)
 		}
-		remove, err := router.Handle(ep, r.handleRemote)
+		unactors, err := router.HandleTree(r.ep, r.handleActor)
 		if err != nil {
-			return nil, fmt.Errorf("actors: new: register endpoint %s: %w", ep, err)
+			unwatch()
+			return nil, fmt.Errorf("actors: new: register the paths under endpoint %s: %w", r.ep, err)
 		}
-		r.unhandle = remove
-	}
-	if cfg.p2p != nil {
-		r.tr = newTransport(r, cfg.p2p)
-		r.tr.host.SetStreamHandler(StreamProtocol, r.tr.handleStream)
+		r.unhandle = []func(){unwatch, unactors}
+		for _, w := range cfg.grants {
+			router.AddGrant(w)
+		}
 	}
 	return r, nil
 }
 
 func (r *Runtime) closeRouter() {
-	if r.unhandle != nil {
-		r.unhandle()
-	}
-	if r.tr != nil {
-		r.tr.host.RemoveStreamHandler(StreamProtocol)
+	for _, f := range r.unhandle {
+		f()
 	}
 }
 
-// AddGrant gives the runtime a writecap that lets this node open streams
-// to the nodes of another domain: it is presented at the hello of a
-// stream to a node it covers (the first valid one that does). The
-// receiver checks that it is issued under its root, covers its node path
-// and is held by this node's principal. Give the router the same grant
-// for the msg path (msg.Router.AddGrant). A nil writecap is ignored. Safe
-// for concurrent use.
+// AddGrant gives the runtime's router a writecap that lets this node's
+// actors reach the actors of another domain's nodes: msg attaches it to
+// every message to a path it covers (msg.Router.AddGrant, which this
+// is). The receiver checks that it is issued under its root, covers the
+// target (a writecap for the node path covers all its actors) and is
+// held by this node's principal. A nil writecap, or a runtime without a
+// router, ignores it. Safe for concurrent use.
 func (r *Runtime) AddGrant(w *caps.Writecap) {
-	if w == nil || r.tr == nil {
+	if w == nil || r.router == nil {
 		return
 	}
-	r.tr.gmu.Lock()
-	defer r.tr.gmu.Unlock()
-	r.tr.grants = append(r.tr.grants, w)
+	r.router.AddGrant(w)
 }
 
 // Node returns the runtime's node path.
@@ -394,17 +370,18 @@ func (r *Runtime) isLocal(p paths.Path) bool { return p.HasPrefix(r.self) }
 
 // Send delivers m to the actor at path to, fire and forget: locally m
 // itself is queued (no copy, no encoding); to another node it is encoded
-// (its type must be registered, WithTypes) and sent. Send returns once m
-// is queued in the target's mailbox — for a remote target on a stream,
-// once it is on its way with credit from the target's node (see "Remote
-// flow control" in the package doc: refusals after that are logged), and
-// through msg, once the target's node has queued it. A full mailbox
-// pushes back: Send waits for room (or credit) until ctx's deadline
-// (WithSendWait without one) and then fails with ErrMailboxFull; nothing
-// is dropped silently. Errors: ErrNoActor,
-// ErrMailboxFull, ErrProtocol, ErrStopped, ErrUnregisteredType, ErrRemote,
-// ErrClosed, msg's errors for the network, ctx's error. Safe for
-// concurrent use.
+// (its type must be registered, WithTypes) and sent as one msg Send.
+// Locally, Send returns once m is queued in the target's mailbox; to
+// another node, once msg has taken it (see "Remote flow control" in the
+// package doc: a failure at the receiving node after that is logged
+// there, and a refusal by its router surfaces as the error of a later
+// Send or Call to the same actor). A full mailbox pushes back: Send
+// waits for room (remotely: for msg's credit for the actor) until ctx's
+// deadline (WithSendWait without one) and then fails with
+// ErrMailboxFull; nothing is dropped silently. Errors: ErrNoActor,
+// ErrMailboxFull, ErrProtocol, ErrStopped, ErrUnregisteredType,
+// ErrRemote, ErrClosed, msg's errors for the network, ctx's error. Safe
+// for concurrent use.
 func (r *Runtime) Send(ctx context.Context, to paths.Path, m any) error {
 	return r.send(ctx, r.self, to, m)
 }

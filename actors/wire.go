@@ -12,15 +12,10 @@ import (
 )
 
 // WireVersion is the version of the remote message format this build
-// writes and the only one it reads (docs/actors.md).
-const WireVersion = 1
-
-// Message kinds on the wire.
-const (
-	kindSend  = 0
-	kindCall  = 1
-	kindWatch = 2
-)
+// writes and the only one it reads (docs/actors.md). Version 1 carried
+// the target and the kind in the request, for the stream transport that
+// msg has replaced; msg's header now carries them.
+const WireVersion = 2
 
 // Limits of the wire format.
 const (
@@ -30,18 +25,20 @@ const (
 	maxWatch = 1024
 )
 
-// wireMsg is a request from one runtime to another, version 1.
+// wireMsg is a request from one runtime to another, version 2: the
+// payload of a msg Send (a tell) or Call (a call) to the target actor's
+// path under its node's endpoint, or of a msg Call to the endpoint
+// itself (a watch). msg's header carries the target, the sending node
+// and the deadline, so the request carries only the rest.
 type wireMsg struct {
 	V    uint64   `cbor:"v"`
-	K    uint64   `cbor:"k"`              // kindSend, kindCall, kindWatch
-	To   string   `cbor:"to,omitempty"`   // target actor path (send, call)
-	From string   `cbor:"from,omitempty"` // sending actor's path; absent: the node itself
-	T    string   `cbor:"t,omitempty"`    // the message's registered type name
-	M    []byte   `cbor:"m,omitempty"`    // the message, canonical CBOR of that type
+	From string   `cbor:"from,omitempty"` // tell, call: the sending actor's path below its node ("w/child"); absent: the node itself
+	T    string   `cbor:"t,omitempty"`    // tell, call: the message's registered type name
+	M    []byte   `cbor:"m,omitempty"`    // tell, call: the message, canonical CBOR of that type
 	W    []string `cbor:"w,omitempty"`    // watch: the watched paths
 }
 
-// wireReply answers a wireMsg.
+// wireReply answers a call or a watch.
 type wireReply struct {
 	V uint64     `cbor:"v"`
 	C uint64     `cbor:"c,omitempty"` // outcome code; 0: ok
@@ -79,14 +76,14 @@ const maxErrText = 1024
 
 // decoded is a checked request.
 type decoded struct {
-	kind  uint64
-	to    paths.Path
-	from  paths.Path
+	from  []string // the sender's components below its node; nil: the node
 	tname string
 	data  []byte
 	watch []paths.Path
 }
 
+// checkVersion explains why b, which the decoder refused, was refused
+// when that is its size or its version; nil otherwise.
 func checkVersion(b []byte) error {
 	if len(b) > MaxEnvelope {
 		return fmt.Errorf("%d bytes, over %d: %w", len(b), MaxEnvelope, ErrBadMessage)
@@ -101,72 +98,76 @@ func checkVersion(b []byte) error {
 	return nil
 }
 
-// decodeMsg parses and checks a request: canonical CBOR of version 1,
-// with the fields its kind needs and no others, and canonical paths.
-func decodeMsg(b []byte) (*decoded, error) {
-	if err := checkVersion(b); err != nil {
+// decodeMsg parses and checks a request, a watch if watch is set, else
+// a tell or call: canonical CBOR of version 2 (wirecodec.go), with the
+// fields its kind needs and no others, a sender of valid components and
+// canonical watched paths.
+func decodeMsg(b []byte, watch bool) (*decoded, error) {
+	var w wireMsg
+	if err := unmarshalWire(b, func() (uint64, error) {
+		err := unmarshalWireMsg(b, &w)
+		return w.V, err
+	}); err != nil {
 		return nil, err
 	}
-	var w wireMsg
-	if err := canon.Unmarshal(b, &w); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
-	}
-	return w.check(paths.Parse)
+	return w.check(watch)
 }
 
-// check checks a request's fields, for a request document or a request
-// frame, parsing paths with parse (paths.Parse, or a cache of it).
-func (w *wireMsg) check(parse func(string) (paths.Path, error)) (*decoded, error) {
-	d := new(decoded)
-	if err := w.checkInto(d, parse); err != nil {
-		return nil, err
+// unmarshalWire runs dec on b, at most MaxEnvelope bytes, and checks
+// the version it decoded.
+func unmarshalWire(b []byte, dec func() (uint64, error)) error {
+	if len(b) > MaxEnvelope {
+		return checkVersion(b)
+	}
+	v, err := dec()
+	if err == nil && v == WireVersion {
+		return nil
+	}
+	if verr := checkVersion(b); verr != nil {
+		return verr
+	}
+	return fmt.Errorf("%w: %w", ErrBadMessage, err)
+}
+
+// check checks a request's fields for its kind.
+func (w *wireMsg) check(watch bool) (*decoded, error) {
+	d := &decoded{tname: w.T, data: w.M}
+	if watch {
+		if w.From != "" || w.T != "" || len(w.M) > 0 || len(w.W) == 0 || len(w.W) > maxWatch {
+			return nil, fmt.Errorf("a watch needs 1 to %d paths and nothing else: %w", maxWatch, ErrBadMessage)
+		}
+		d.watch = make([]paths.Path, 0, len(w.W))
+		for _, s := range w.W {
+			p, err := paths.Parse(s)
+			if err != nil {
+				return nil, fmt.Errorf("watched path: %w: %w", ErrBadMessage, err)
+			}
+			d.watch = append(d.watch, p)
+		}
+		return d, nil
+	}
+	if w.T == "" || len(w.T) > maxTypeName || len(w.M) == 0 || len(w.W) > 0 {
+		return nil, fmt.Errorf("a tell or call needs a type name of 1 to %d bytes and a message, and no watch list: %w", maxTypeName, ErrBadMessage)
+	}
+	if w.From != "" {
+		d.from = strings.Split(w.From, "/")
+		for _, c := range d.from {
+			if err := paths.ValidComponent(c); err != nil {
+				return nil, fmt.Errorf("sender %q: %w: %w", w.From, ErrBadMessage, err)
+			}
+		}
 	}
 	return d, nil
 }
 
-// checkInto is check, filling d.
-func (w *wireMsg) checkInto(d *decoded, parse func(string) (paths.Path, error)) error {
-	*d = decoded{kind: w.K, tname: w.T, data: w.M}
-	switch w.K {
-	case kindSend, kindCall:
-		if w.T == "" || len(w.T) > maxTypeName || len(w.M) == 0 || len(w.W) > 0 {
-			return fmt.Errorf("send or call needs a type name of 1 to %d bytes and a message, and no watch list: %w", maxTypeName, ErrBadMessage)
-		}
-		to, err := parse(w.To)
-		if err != nil {
-			return fmt.Errorf("target: %w: %w", ErrBadMessage, err)
-		}
-		d.to = to
-		if w.From != "" {
-			if d.from, err = parse(w.From); err != nil {
-				return fmt.Errorf("sender: %w: %w", ErrBadMessage, err)
-			}
-		}
-	case kindWatch:
-		if w.To != "" || w.From != "" || w.T != "" || len(w.M) > 0 || len(w.W) == 0 || len(w.W) > maxWatch {
-			return fmt.Errorf("watch needs 1 to %d paths and nothing else: %w", maxWatch, ErrBadMessage)
-		}
-		for _, s := range w.W {
-			p, err := paths.Parse(s)
-			if err != nil {
-				return fmt.Errorf("watched path: %w: %w", ErrBadMessage, err)
-			}
-			d.watch = append(d.watch, p)
-		}
-	default:
-		return fmt.Errorf("unknown kind %d: %w", w.K, ErrBadMessage)
-	}
-	return nil
-}
-
 // decodeReply parses and checks a reply.
 func decodeReply(b []byte) (*wireReply, error) {
-	if err := checkVersion(b); err != nil {
-		return nil, err
-	}
 	var w wireReply
-	if err := canon.Unmarshal(b, &w); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
+	if err := unmarshalWire(b, func() (uint64, error) {
+		err := unmarshalWireReply(b, &w)
+		return w.V, err
+	}); err != nil {
+		return nil, err
 	}
 	if w.C > codeOther {
 		return nil, fmt.Errorf("unknown reply code %d: %w", w.C, ErrBadMessage)
@@ -177,8 +178,7 @@ func decodeReply(b []byte) (*wireReply, error) {
 	return &w, nil
 }
 
-// check checks a reply's fields, for a reply document or a reply frame
-// (whose code the caller has checked).
+// check checks a reply's fields (the caller has checked its code).
 func (w *wireReply) check() error {
 	switch {
 	case w.C != codeOK && (w.T != "" || len(w.M) > 0 || len(w.X) > 0):
@@ -201,17 +201,9 @@ func (w *wireReply) check() error {
 	return nil
 }
 
-func encode(v any) []byte {
-	b, err := canon.Marshal(v)
-	if err != nil { // only for values these types cannot hold
-		panic(fmt.Sprintf("actors: encode %T: %v", v, err))
-	}
-	return b
-}
-
-// cut makes an error text fit the wire: valid UTF-8 (the decoders
-// refuse anything else, and would reset the stream over it) of at most
-// maxErrText bytes and a "…".
+// cut makes an error text fit the wire: valid UTF-8 (the decoder
+// refuses anything else, and the caller would get ErrBadMessage instead
+// of the error) of at most maxErrText bytes and a "…".
 func cut(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) > maxErrText {
@@ -231,7 +223,7 @@ func errReply(err error) []byte {
 	if errors.As(err, &ae) {
 		text = ae.Msg
 	}
-	return encode(wireReply{V: WireVersion, C: codeOf(err), E: cut(text)})
+	return appendWireReply(nil, &wireReply{V: WireVersion, C: codeOf(err), E: cut(text)})
 }
 
 func codeOf(err error) uint64 {

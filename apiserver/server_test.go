@@ -65,7 +65,7 @@ func newTestServer(t *testing.T) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := actors.New(p, router, actors.WithP2P(node))
+	rt, err := actors.New(p, router)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -167,7 +167,7 @@ func start(ctx context.Context, sup *supervise.Supervisor, r *repo.Repo, id *p2p
 		return fail(err)
 	}
 	sup.Start("pubsub", supervise.Closer(ps.Close))
-	rt, err := actors.New(r.Config.Node, router, actors.WithP2P(node), actors.WithVerifier(verifier), actors.WithPubSub(ps), actors.WithLogger(log))
+	rt, err := actors.New(r.Config.Node, router, actors.WithPubSub(ps), actors.WithLogger(log))
 	if err != nil {
 		return fail(err)
 	}

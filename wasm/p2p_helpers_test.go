@@ -28,7 +28,7 @@ func startP2PNode(t testing.TB, d *nettest.Domain, name string, bs []peer.AddrIn
 	if err != nil {
 		t.Fatal(err)
 	}
-	acts, err := actors.New(pn.Path(), router, actors.WithP2P(pn.Node))
+	acts, err := actors.New(pn.Path(), router)
 	if err != nil {
 		t.Fatal(err)
 	}
