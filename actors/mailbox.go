@@ -13,19 +13,25 @@ type envelope struct {
 	msg   any
 	from  paths.Path
 	reply chan result // a Call's answer; nil for a Send and for notices
-	dl    time.Time   // the sender's deadline, zero if none
+	// done takes a remote Call's answer instead of reply, on the goroutine
+	// that answers it.
+	done func(result)
+	dl   time.Time // the sender's deadline, zero if none
 	rule  *rule       // the protocol rule that admitted it, nil without a protocol
 }
 
 // isCall reports whether e waits for a result.
-func (e *envelope) isCall() bool { return e.reply != nil }
+func (e *envelope) isCall() bool { return e.reply != nil || e.done != nil }
 
 // respond gives a Call its result, once.
 func (e *envelope) respond(res result) {
 	if e.reply != nil {
 		e.reply <- res
 	}
-	e.reply = nil
+	if e.done != nil {
+		e.done(res)
+	}
+	e.reply, e.done = nil, nil
 }
 
 // result is a Call's answer.

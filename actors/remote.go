@@ -45,8 +45,12 @@ func targetOf(to paths.Path) (node, target paths.Path, err error) {
 	if !ok || to == node {
 		return paths.Path{}, paths.Path{}, fmt.Errorf("a root or node path names no actor; address /<root>/<node>/<name>: %w", ErrNoActor)
 	}
-	rel := to.String()[len(node.String()):] // "/a/b"
-	target, err = paths.Parse(node.String() + "/" + endpointName + rel)
+	// Join checks the components only: the root is to's, already parsed
+	// (parsing it again costs more than the rest of a message).
+	rel, err := node.Rel(to)
+	if err == nil {
+		target, err = node.Join(append([]string{endpointName}, rel...)...)
+	}
 	if err != nil {
 		return paths.Path{}, paths.Path{}, fmt.Errorf("%w: %w", ErrBadName, err)
 	}
@@ -60,7 +64,11 @@ func actorOf(ep, target paths.Path) (paths.Path, bool) {
 		return paths.Path{}, false
 	}
 	node, _ := ep.Parent()
-	p, err := paths.Parse(node.String() + target.String()[len(ep.String()):])
+	rel, err := ep.Rel(target)
+	if err != nil {
+		return paths.Path{}, false
+	}
+	p, err := node.Join(rel...)
 	return p, err == nil
 }
 
@@ -206,26 +214,50 @@ func (r *Runtime) handleActor(ctx context.Context, m *msg.Message) ([]byte, erro
 	return nil, err
 }
 
-func (r *Runtime) serveActor(ctx context.Context, m *msg.Message) ([]byte, error) {
-	to, ok := actorOf(r.ep, m.To)
-	if !ok {
-		return nil, fmt.Errorf("%s names no actor of node %s: %w", m.To, r.self, ErrNoActor)
+// handleActorAsync is the runtime's msg handler for the paths under its
+// endpoint. A tell is handled as handleActor does (msg hands a path's
+// tells over one at a time, so it may wait for mailbox room); a call is
+// queued without a goroutine of its own when the mailbox has room, and
+// answered from the actor's goroutine.
+func (r *Runtime) handleActorAsync(ctx context.Context, m *msg.Message, done func([]byte, error)) {
+	if !m.Call {
+		reply, err := r.handleActor(ctx, m)
+		done(reply, err)
+		return
 	}
-	b, err := readRequest(m)
+	to, from, v, err := r.decodeRequest(m)
 	if err != nil {
-		return nil, err
+		done(errReply(err), nil)
+		return
 	}
-	d, err := decodeMsg(b, false)
-	if err != nil {
-		return nil, err
+	// The actor answers (or its stop answers ErrStopped); a caller whose
+	// deadline passed has given up already. No timer per call.
+	var once sync.Once
+	answer := func(b []byte) { once.Do(func() { done(b, nil) }) }
+	stop := func() {}
+	e := envelope{msg: v, from: from, dl: m.Deadline, done: func(res result) {
+		stop()
+		answer(r.callReply(res.v, res.err))
+	}}
+	fail := func(err error) { stop(); answer(errReply(err)) }
+	if p, err := r.resolve(to); err == nil && p.mb.push(ctx, e, false) == nil {
+		return
 	}
-	from := m.From // a node path msg verified
-	if d.from != nil {
-		if from, err = m.From.Join(d.from...); err != nil {
-			return nil, fmt.Errorf("sender: %w: %w", ErrBadMessage, err)
+	// No room, or no actor yet: wait (or fail) on a goroutine.
+	if !r.life.Enter() {
+		fail(fmt.Errorf("actors: call %s: %w", to, ErrClosed))
+		return
+	}
+	go func() {
+		defer r.life.Leave()
+		if err := r.deliverLocal(ctx, to, e, "call"); err != nil {
+			fail(err)
 		}
-	}
-	v, err := r.types.decode(d.tname, d.data)
+	}()
+}
+
+func (r *Runtime) serveActor(ctx context.Context, m *msg.Message) ([]byte, error) {
+	to, from, v, err := r.decodeRequest(m)
 	if err != nil {
 		return nil, err
 	}
@@ -233,17 +265,47 @@ func (r *Runtime) serveActor(ctx context.Context, m *msg.Message) ([]byte, error
 		return nil, r.deliverLocal(ctx, to, envelope{msg: v, from: from}, "send")
 	}
 	reply, err := r.call(ctx, from, to, v)
+	return r.callReply(reply, err), nil
+}
+
+// decodeRequest decodes a remote request: the actor it is for, its
+// sender and its message.
+func (r *Runtime) decodeRequest(m *msg.Message) (to, from paths.Path, v any, err error) {
+	to, ok := actorOf(r.ep, m.To)
+	if !ok {
+		return to, from, nil, fmt.Errorf("%s names no actor of node %s: %w", m.To, r.self, ErrNoActor)
+	}
+	b, err := readRequest(m)
 	if err != nil {
-		return nil, err
+		return to, from, nil, err
+	}
+	d, err := decodeMsg(b, false)
+	if err != nil {
+		return to, from, nil, err
+	}
+	from = m.From // a node path msg verified
+	if d.from != nil {
+		if from, err = m.From.Join(d.from...); err != nil {
+			return to, from, nil, fmt.Errorf("sender: %w: %w", ErrBadMessage, err)
+		}
+	}
+	v, err = r.types.decode(d.tname, d.data)
+	return to, from, v, err
+}
+
+// callReply encodes a call's answer as a reply payload.
+func (r *Runtime) callReply(reply any, err error) []byte {
+	if err != nil {
+		return errReply(err)
 	}
 	if reply == nil {
-		return appendWireReply(nil, &wireReply{V: WireVersion}), nil
+		return appendWireReply(nil, &wireReply{V: WireVersion})
 	}
 	name, data, err := r.types.encode(reply)
 	if err != nil {
-		return nil, fmt.Errorf("reply: %w", err)
+		return errReply(fmt.Errorf("reply: %w", err))
 	}
-	return appendWireReply(nil, &wireReply{V: WireVersion, T: name, M: data}), nil
+	return appendWireReply(nil, &wireReply{V: WireVersion, T: name, M: data})
 }
 
 // readRequest reads a request's payload, at most MaxEnvelope bytes.

@@ -142,7 +142,7 @@ func New(node paths.Path, router *msg.Router, opts ...Option) (*Runtime, error) 
 		if err != nil {
 			return nil, fmt.Errorf("actors: new: register endpoint %s: %w", r.ep, err)
 		}
-		unactors, err := router.HandleTree(r.ep, r.handleActor)
+		unactors, err := router.HandleTreeAsync(r.ep, r.handleActorAsync)
 		if err != nil {
 			unwatch()
 			return nil, fmt.Errorf("actors: new: register the paths under endpoint %s: %w", r.ep, err)

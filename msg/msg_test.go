@@ -866,3 +866,66 @@ func TestHandleTree(t *testing.T) {
 		t.Fatalf("Call after remove = %v, want ErrNoEndpoint", err)
 	}
 }
+
+func TestHandleTreeAsync(t *testing.T) {
+	d := nettest.NewDomain(t)
+	a, b := pair(t, d, Config{}, Config{})
+	tree := mustJoin(t, b.node.Path(), "async")
+	var sends atomic.Int64
+	if _, err := b.HandleTreeAsync(tree, func(_ context.Context, m *Message, done func([]byte, error)) {
+		body, err := io.ReadAll(m.Body) // valid until the handler returns
+		if err != nil {
+			done(nil, err)
+			return
+		}
+		switch {
+		case !m.Call:
+			sends.Add(1)
+			done(nil, nil)
+		case string(body) == "panic":
+			panic("boom")
+		case string(body) == "fail":
+			go done(nil, errors.New("refused later"))
+		default:
+			go func() { // answered from another goroutine, after the handler returned
+				time.Sleep(time.Millisecond)
+				done(append([]byte("re: "), body...), nil)
+			}()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := nettest.Context(t, 20*time.Second)
+	to := mustJoin(t, tree, "x")
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			want := fmt.Sprintf("ping %d", i)
+			reply, err := a.Call(ctx, to, strings.NewReader(want), int64(len(want)))
+			if err != nil || string(reply) != "re: "+want {
+				t.Errorf("Call = %q, %v; want %q", reply, err, "re: "+want)
+			}
+		})
+	}
+	wg.Wait()
+	var re *RemoteError
+	if _, err := a.Call(ctx, to, strings.NewReader("fail"), 4); !errors.As(err, &re) || re.Msg != "refused later" {
+		t.Fatalf("Call answered with an error later = %v, want a RemoteError", err)
+	}
+	if _, err := a.Call(ctx, to, strings.NewReader("panic"), 5); !errors.As(err, &re) || !strings.Contains(re.Msg, "panicked") {
+		t.Fatalf("Call whose handler panicked = %v, want a RemoteError", err)
+	}
+	for range 10 {
+		if err := a.Send(ctx, to, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.SendConfirmed(ctx, to, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "sends to an async tree were not handled", func() bool { return sends.Load() == 11 })
+	// In process too.
+	if _, err := b.Call(ctx, to, strings.NewReader("local"), 5); err != nil {
+		t.Fatalf("in-process Call to an async tree: %v", err)
+	}
+}

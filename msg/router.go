@@ -170,7 +170,45 @@ type Router struct {
 
 // endpoint is one registered handler; its identity tells a stale remove
 // function from the current registration.
-type endpoint struct{ h Handler }
+type endpoint struct {
+	h     Handler
+	async AsyncHandler // set for HandleTreeAsync; h then waits for it
+}
+
+// AsyncHandler handles the messages to a subtree without holding a
+// goroutine of msg while a message waits: it returns promptly and calls
+// done, exactly once, from any goroutine, when the message is handled —
+// for a Call with its reply (a non-nil err reaches the caller as a
+// *RemoteError), for a Send with whatever it likes, ignored. m.Body is
+// valid until the handler returns, not until done. On a session a call's
+// handler runs on the goroutine that reads the session, so it must not
+// block; a send's may block (sends to one path are handed over one at a
+// time, in order, each once the one before called done). For a session's
+// call ctx ends when the session or the Router ends, not at the caller's
+// deadline, which is m.Deadline (a timer per message would cost more
+// than the message); elsewhere it also ends at the deadline.
+type AsyncHandler func(ctx context.Context, m *Message, done func(reply []byte, err error))
+
+// syncHandler is a Handler that calls a and waits for its done.
+func syncHandler(a AsyncHandler) Handler {
+	return func(ctx context.Context, m *Message) ([]byte, error) {
+		type result struct {
+			reply []byte
+			err   error
+		}
+		ch := make(chan result, 1)
+		var once sync.Once
+		a(ctx, m, func(reply []byte, err error) {
+			once.Do(func() { ch <- result{reply, err} })
+		})
+		select {
+		case res := <-ch:
+			return res.reply, res.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
 
 // peerGate holds the turns of one peer: a token per message in flight to
 // it. refs counts the users, so that an idle gate is dropped.
@@ -269,13 +307,16 @@ func (r *Router) Handle(p paths.Path, h Handler) (remove func(), err error) {
 // slow path under p does not hold up another. remove unregisters h; it is
 // idempotent. Safe for concurrent use.
 func (r *Router) HandleTree(p paths.Path, h Handler) (remove func(), err error) {
-	switch {
-	case h == nil:
+	if h == nil {
 		return nil, fmt.Errorf("msg: handle tree %s: nil handler", p)
-	case !p.HasPrefix(r.self):
+	}
+	return r.handleTree(p, &endpoint{h: h})
+}
+
+func (r *Router) handleTree(p paths.Path, e *endpoint) (remove func(), err error) {
+	if !p.HasPrefix(r.self) {
 		return nil, fmt.Errorf("msg: handle tree %s: this node hosts %s and the paths under it: %w", p, r.self, ErrNotOwnPath)
 	}
-	e := &endpoint{h: h}
 	r.hmu.Lock()
 	defer r.hmu.Unlock()
 	if _, ok := r.trees[p]; ok {
@@ -291,20 +332,39 @@ func (r *Router) HandleTree(p paths.Path, h Handler) (remove func(), err error) 
 	}, nil
 }
 
+// HandleTreeAsync is HandleTree with an AsyncHandler: a session's calls
+// to the subtree run h on the session's reader, with no goroutine of
+// their own, and are answered when h calls done. It suits a handler that
+// only hands messages over, such as a runtime's mailboxes.
+func (r *Router) HandleTreeAsync(p paths.Path, h AsyncHandler) (remove func(), err error) {
+	if h == nil {
+		return nil, fmt.Errorf("msg: handle tree %s: nil handler", p)
+	}
+	return r.handleTree(p, &endpoint{h: syncHandler(h), async: h})
+}
+
 // handler returns the handler for p: the one registered at exactly p, else
 // the tree handler of p's nearest ancestor within this node, or nil.
 func (r *Router) handler(p paths.Path) Handler {
+	if e := r.endpointOf(p); e != nil {
+		return e.h
+	}
+	return nil
+}
+
+// endpointOf returns the endpoint for p, as handler does, or nil.
+func (r *Router) endpointOf(p paths.Path) *endpoint {
 	r.hmu.RLock()
 	defer r.hmu.RUnlock()
 	if e := r.handlers[p]; e != nil {
-		return e.h
+		return e
 	}
 	if len(r.trees) == 0 {
 		return nil
 	}
 	for q, ok := p.Parent(); ok && q.HasPrefix(r.self); q, ok = q.Parent() {
 		if e := r.trees[q]; e != nil {
-			return e.h
+			return e
 		}
 	}
 	return nil

@@ -455,6 +455,10 @@ func (s *session) acked(ids []uint64) {
 
 var sendPendings = sync.Pool{New: func() any { return new(pending) }}
 
+// outcomeChans recycles the channels of calls and confirmed sends; a
+// channel goes back only once its one outcome was received.
+var outcomeChans = sync.Pool{New: func() any { return make(chan outcome, 1) }}
+
 // replied handles a reply: a call's answer (or its first part), a
 // confirmed send's acceptance, or a send's refusal.
 func (s *session) replied(rep *srep) error {
@@ -566,7 +570,7 @@ func (s *session) deliver(x *exchange, typ byte) ([]byte, error) {
 		p = sendPendings.Get().(*pending)
 		*p = pending{typ: typ, to: x.to, size: x.size, fwd: fwd}
 	} else {
-		p = &pending{typ: typ, to: x.to, size: x.size, fwd: fwd, ch: make(chan outcome, 1)}
+		p = &pending{typ: typ, to: x.to, size: x.size, fwd: fwd, ch: outcomeChans.Get().(chan outcome)}
 	}
 	// A send without a deadline waits for credit for at most idleTimeout:
 	// a receiver that takes nothing for that long is stuck.
@@ -612,6 +616,7 @@ func (s *session) deliver(x *exchange, typ byte) ([]byte, error) {
 	}
 	select {
 	case o := <-p.ch:
+		outcomeChans.Put(p.ch) // received: nothing sends on it again
 		if o.err != nil {
 			return nil, x.sessionErr(s, o.err)
 		}

@@ -282,6 +282,7 @@ func (in *inSession) request(q *sreq) error {
 		dl = time.Unix(0, q.deadline)
 	}
 	var h Handler
+	var async AsyncHandler
 	typ := q.typ
 	from, fromNode := in.from, in.fromNode
 	k, why := kindOK, ""
@@ -298,7 +299,9 @@ func (in *inSession) request(q *sreq) error {
 	default:
 		k, why = in.admit(to, q.writecap)
 		if k == kindOK {
-			if h = r.handler(to); h == nil {
+			if e := r.endpointOf(to); e != nil {
+				h, async = e.h, e.async
+			} else {
 				if g := r.groupFor(to); g != nil {
 					h = r.forward(g, typ)
 				} else {
@@ -309,6 +312,10 @@ func (in *inSession) request(q *sreq) error {
 	}
 	if k != kindOK {
 		in.finish(typ, q.id, to, size, k, why, nil)
+		return nil
+	}
+	if typ == frameCall && async != nil {
+		in.callInline(async, q, to, dl, from, fromNode)
 		return nil
 	}
 	bp := getBuf(len(q.payload))
@@ -532,23 +539,60 @@ func (in *inSession) serve(q *inReq) (ack bool) {
 		in.mu.Unlock()
 		return true
 	}
+	k, why, reply := in.answer(ctx, q.to, reply, herr)
+	in.finish(q.typ, q.id, q.to, size, k, why, reply)
+	return false
+}
+
+// answer is how a call whose handler returned reply and herr is answered.
+func (in *inSession) answer(ctx context.Context, to paths.Path, reply []byte, herr error) (kind, string, []byte) {
 	k, why := kindOK, ""
 	var rf *refusal
 	switch {
 	case errors.As(herr, &rf):
 		k, why = rf.k, rf.err.Error()
 	case herr != nil && ctx.Err() != nil && errors.Is(herr, context.DeadlineExceeded):
-		k, why = kindDeadline, fmt.Sprintf("the handler at %s did not answer before the deadline", q.to)
+		k, why = kindDeadline, fmt.Sprintf("the handler at %s did not answer before the deadline", to)
 	case herr != nil:
 		k, why = kindHandler, herr.Error()
-	case int64(len(reply)) > r.cfg.MaxMessage:
-		k, why = kindTooLarge, fmt.Sprintf("the handler at %s replied %d bytes, over the limit of %d (Config.MaxMessage)", q.to, len(reply), r.cfg.MaxMessage)
+	case int64(len(reply)) > in.r.cfg.MaxMessage:
+		k, why = kindTooLarge, fmt.Sprintf("the handler at %s replied %d bytes, over the limit of %d (Config.MaxMessage)", to, len(reply), in.r.cfg.MaxMessage)
 	}
 	if k != kindOK {
 		reply = nil
 	}
-	in.finish(q.typ, q.id, q.to, size, k, why, reply)
-	return false
+	return k, why, reply
+}
+
+// callInline runs a call's AsyncHandler on the session's reader, with the
+// payload where the frame holds it (valid until the handler returns), and
+// answers it when the handler calls done.
+func (in *inSession) callInline(h AsyncHandler, q *sreq, to paths.Path, dl time.Time, from paths.Path, fromNode paths.ID) {
+	r := in.r
+	size := int64(len(q.payload))
+	// No context of its own: a timer per call costs more than the rest
+	// of it; the handler has the deadline in the Message.
+	ctx := in.ctx
+	id := q.id
+	var once sync.Once
+	done := func(reply []byte, herr error) {
+		once.Do(func() {
+			k, why, reply := in.answer(ctx, to, reply, herr)
+			in.finish(frameCall, id, to, size, k, why, reply)
+		})
+	}
+	mb := &msgBody{body: frameBody{b: q.payload}}
+	mb.m = Message{From: from, FromNode: fromNode, To: to, Call: true, Size: size, Body: &mb.body, Deadline: dl}
+	func() {
+		defer func() {
+			if v := recover(); v != nil {
+				r.log.Error("handler panicked", "path", to, "from", from, "panic", v)
+				done(nil, fmt.Errorf("handler panicked: %v", v))
+			}
+		}()
+		h(ctx, &mb.m, done)
+	}()
+	mb.body.close()
 }
 
 // turn waits for one of MaxInbound turns, until ctx ends or queueWait.
