@@ -77,7 +77,7 @@ func (ps *PubSub) Publish(ctx context.Context, topic paths.Path, payload []byte,
 	} else {
 		env.data = bytes.Clone(payload) // local subscribers must not see later changes
 	}
-	data, err := env.encode()
+	data, err := env.sign(ps.id.HostKey)
 	if err != nil {
 		return fmt.Errorf("pubsub: publish %s: %w", topic, err)
 	}
@@ -109,11 +109,15 @@ func (ps *PubSub) writecapFor(topic paths.Path) (*caps.Writecap, error) {
 	if topic.IsZero() {
 		return nil, fmt.Errorf("pubsub: publish: no topic: %w", ErrDenied)
 	}
+	first := ps.verifier.VerifyHolder(ps.id.Writecap, ps.nodeID, topic)
+	if first == nil {
+		return ps.id.Writecap, nil
+	}
 	ps.mu.Lock()
-	ws := append([]*caps.Writecap{ps.id.Writecap}, ps.grants...)
+	grants := ps.grants // appended to, never modified in place
 	ps.mu.Unlock()
-	errs := make([]error, 0, len(ws))
-	for _, w := range ws {
+	errs := []error{first}
+	for _, w := range grants {
 		err := ps.verifier.VerifyHolder(w, ps.nodeID, topic)
 		if err == nil {
 			return w, nil
@@ -140,12 +144,19 @@ type peerCheck struct {
 // nobody: gossipsub forwards only to subscribers, so skipping it saves a
 // signature and a message with no change in who receives what.
 func (ps *PubSub) targets(p paths.Path) ([]*topic, error) {
-	names := publishTopics(p)
 	now := time.Now()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.closed {
 		return nil, fmt.Errorf("pubsub: publish %s: %w", p, ErrClosed)
+	}
+	names, ok := ps.routes[p]
+	if !ok {
+		if len(ps.routes) >= maxRoutes {
+			clear(ps.routes)
+		}
+		names = publishTopics(p)
+		ps.routes[p] = names
 	}
 	out := make([]*topic, 0, len(names))
 	for i, name := range names {
@@ -194,5 +205,9 @@ func (ps *PubSub) hasSubscribersLocked(name string, now time.Time) bool {
 	return c.has
 }
 
-// maxPeerChecks bounds the remembered peerChecks.
-const maxPeerChecks = 4096
+// maxPeerChecks bounds the remembered peerChecks, and maxRoutes the
+// paths whose topic names are remembered.
+const (
+	maxPeerChecks = 4096
+	maxRoutes     = 4096
+)

@@ -359,7 +359,7 @@ func TestDuplicatesAcrossTopics(t *testing.T) {
 	nodes := newTestNet(t, d, Config{}, names(2)...)
 	pub, sub := nodes[0], nodes[1]
 	topic := d.Path(t, "n00", "a", "b")
-	patterns := []string{"/n00/a/b", "/n00/a/...", "/n00/*/b", "/n00/..."} // exact, /n00/a/..., /n00/... twice
+	patterns := []string{"/n00/a/b", "/n00/a/...", "/n00/*/b", "/*/a/b"} // exact, /n00/... twice, the root's subtree
 	var subs []*Subscription
 	for _, p := range patterns {
 		subs = append(subs, subscribe(t, sub, d.Pattern(t, p)))
@@ -367,7 +367,7 @@ func TestDuplicatesAcrossTopics(t *testing.T) {
 	ready(t, pub, topic, subs...)
 	// The probes may all have come by the exact topic, before the
 	// publisher learnt of the subtree subscriptions: wait for those.
-	for _, name := range []string{subtreeTopic(d.Path(t, "n00", "a")), subtreeTopic(d.Path(t, "n00"))} {
+	for _, name := range []string{subtreeTopic(d.Path(t, "n00")), subtreeTopic(d.Path(t))} {
 		nettest.WaitFor(t, 10*time.Second, "subscription to "+name, func() bool {
 			return slices.Contains(pub.ps.gs.ListPeers(name), sub.node.ID())
 		})
@@ -397,7 +397,7 @@ func TestDuplicatesAcrossTopics(t *testing.T) {
 	}
 	after, pubAfter := sub.ps.Stats(), pub.ps.Stats()
 	if sent := pubAfter.Sent - pubBefore.Sent; sent != 3*k {
-		t.Errorf("publisher sent %d gossipsub messages for %d publications, want 3 each (exact, /n00/a/..., /n00/...)", sent, k)
+		t.Errorf("publisher sent %d gossipsub messages for %d publications, want 3 each (exact, /n00/..., the root's subtree)", sent, k)
 	}
 	if got := after.Received - before.Received; got != 3*k {
 		t.Errorf("subscriber node received %d copies, want %d", got, 3*k)
@@ -425,11 +425,11 @@ func TestOversized(t *testing.T) {
 	}
 	env := validEnvelope(t, n, topic)
 	env.data = make([]byte, 4096)
-	data, err := env.encode()
+	data, err := env.sign(n.id.HostKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.ps.check(exactTopic(topic), n.node.ID(), data); !errors.Is(err, ErrTooLarge) {
+	if _, _, err := n.ps.check(exactTopic(topic), data); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("validator on an oversized message: got %v, want ErrTooLarge", err)
 	}
 	var readers []crypto.PubKey
@@ -462,7 +462,9 @@ func TestSubscribePatterns(t *testing.T) {
 		"/n00/...":   subtreeTopic(d.Path(t, "n00")),
 		"/*":         subtreeTopic(d.Path(t)),
 		"/n00/*/b":   subtreeTopic(d.Path(t, "n00")),
-		"/n00/a/*/c": subtreeTopic(d.Path(t, "n00", "a")),
+		"/n00/a/*/c": subtreeTopic(d.Path(t, "n00")), // subtrees below a node path share its topic
+		"/n00/a/...": subtreeTopic(d.Path(t, "n00")),
+		"/*/a/...":   subtreeTopic(d.Path(t)),
 	}
 	for p, want := range cases {
 		if got, err := subscribeTopic(d.Pattern(t, p)); err != nil || got != want {
@@ -475,36 +477,52 @@ func TestSubscribePatterns(t *testing.T) {
 // topics may carry it.
 func TestTopicMapping(t *testing.T) {
 	d := nettest.NewDomain(t)
+	for _, tc := range []struct {
+		path []string
+		want []string
+	}{
+		{nil, []string{exactTopic(d.Path(t)), subtreeTopic(d.Path(t))}},
+		{[]string{"a"}, []string{exactTopic(d.Path(t, "a")), subtreeTopic(d.Path(t, "a")), subtreeTopic(d.Path(t))}},
+		{[]string{"a", "b", "c", "d"}, []string{exactTopic(d.Path(t, "a", "b", "c", "d")), subtreeTopic(d.Path(t, "a")), subtreeTopic(d.Path(t))}},
+	} {
+		p := d.Path(t, tc.path...)
+		got := publishTopics(p)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Fatalf("publishTopics(%s) = %v, want %v", p, got, tc.want)
+		}
+		for _, name := range got {
+			if !topicCarries(name, p) {
+				t.Errorf("%s does not carry %s", name, p)
+			}
+			q, _, ok := parseTopic(name)
+			if !ok || !p.HasPrefix(q) {
+				t.Errorf("parseTopic(%q) = %s, %v", name, q, ok)
+			}
+		}
+	}
 	p := d.Path(t, "a", "b")
-	want := []string{exactTopic(p), subtreeTopic(p), subtreeTopic(d.Path(t, "a")), subtreeTopic(d.Path(t))}
-	got := publishTopics(p)
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("publishTopics(%s) = %v, want %v", p, got, want)
-	}
-	for _, name := range got {
-		if !topicCarries(name, p) {
-			t.Errorf("%s does not carry %s", name, p)
-		}
-		q, _, ok := parseTopic(name)
-		if !ok || !p.HasPrefix(q) {
-			t.Errorf("parseTopic(%q) = %s, %v", name, q, ok)
-		}
-	}
-	for _, name := range []string{exactTopic(d.Path(t, "a")), subtreeTopic(d.Path(t, "a", "b", "c")),
-		exactTopic(d.Path(t, "a", "b", "c")), subtreeTopic(d.Path(t, "ab")), "/blocktree/pubsub/1", "other",
+	for _, name := range []string{exactTopic(d.Path(t, "a")), subtreeTopic(d.Path(t, "a", "b")), subtreeTopic(d.Path(t, "a", "b", "c")),
+		exactTopic(d.Path(t, "a", "b", "c")), subtreeTopic(d.Path(t, "ab")), "/blocktree/pubsub/2", "other",
+		"/blocktree/pubsub/1" + p.String(), "/blocktree/pubsub/1" + d.Path(t).String() + "/...",
 		TopicPrefix + "/not-an-id/a", TopicPrefix + p.String() + "/", TopicPrefix + p.String() + "/*"} {
 		if topicCarries(name, p) {
 			t.Errorf("%q carries %s", name, p)
 		}
 	}
-	// Every pattern's topic carries every path the pattern matches.
-	for _, pt := range []string{"/a/b", "/a/...", "/*/b", "/a/*", "/...", "/*"} {
+	if _, _, ok := parseTopic(subtreeTopic(p)); ok {
+		t.Errorf("subtree topic of depth 2 %s parsed", subtreeTopic(p))
+	}
+	// Every pattern's topic carries every path the pattern matches, and
+	// is one a publication goes to.
+	for _, pt := range []string{"/a/b", "/a/...", "/*/b", "/a/*", "/...", "/*", "/a/b/...", "/a/*/c/..."} {
 		name, err := subscribeTopic(d.Pattern(t, pt))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Pattern(t, pt).Match(p) && !topicCarries(name, p) {
-			t.Errorf("%s matches %s but its topic %s does not carry it", pt, p, name)
+		for _, q := range []paths.Path{p, d.Path(t, "a", "b", "c", "d"), d.Path(t, "a"), d.Path(t)} {
+			if d.Pattern(t, pt).Match(q) && (!topicCarries(name, q) || !slices.Contains(publishTopics(q), name)) {
+				t.Errorf("%s matches %s but its topic %s does not carry it", pt, q, name)
+			}
 		}
 	}
 }
