@@ -173,14 +173,14 @@ func (ps *PubSub) targets(p paths.Path) ([]*topic, error) {
 	return out, nil
 }
 
-// hasSubscribersLocked reports whether name has a local Subscription or a
+// hasSubscribersLocked reports whether this node is in the mesh of name or a
 // peer known to subscribe to it. gossipsub answers through its event loop,
 // which a busy node may keep waiting for milliseconds, so only the first
 // question about a topic waits for the answer; later ones take the last
 // answer and, when it is older than peerCheckTTL, have it refreshed in the
 // background. Called with mu held.
 func (ps *PubSub) hasSubscribersLocked(name string, now time.Time) bool {
-	if tp, ok := ps.topics[name]; ok && tp.refs > 0 {
+	if tp, ok := ps.topics[name]; ok && tp.relay != nil {
 		return true
 	}
 	c, ok := ps.peerChecks[name]

@@ -161,7 +161,7 @@ type PubSub struct {
 	subs    atomic.Pointer[[]*Subscription]
 	unwrapQ chan *inbound // confidential messages waiting for their key
 
-	// mu guards topics, routes, peerChecks, grants and closed, orders changes of
+	// mu guards topics, routes, peerChecks, grants, closed and graceTimer, orders changes of
 	// subs, and orders wg.Add against Close's Wait. gossipsub is called
 	// with mu held, so nothing gossipsub calls back (validator, peer
 	// filter, score inspector) may take it.
@@ -171,6 +171,7 @@ type PubSub struct {
 	peerChecks map[string]peerCheck
 	grants     []*caps.Writecap
 	closed     bool
+	graceTimer *time.Timer // runs reconcileLocked when a covered topic's grace ends
 
 	// scoresMu guards scores.
 	scoresMu sync.Mutex
@@ -186,8 +187,9 @@ type PubSub struct {
 type topic struct {
 	name     string
 	h        *gossip.Topic
-	relay    gossip.RelayCancelFunc // nil while no local Subscription uses it
+	relay    gossip.RelayCancelFunc // nil while this node is not in the topic's mesh
 	refs     int                    // local Subscriptions using it
+	leaveAt  time.Time              // when a relayed topic no longer needed is left (see reconcileLocked)
 	lastUsed time.Time              // last publication, for the sweeper
 }
 
@@ -357,7 +359,7 @@ func (ps *PubSub) sweep() {
 		}
 		ps.mu.Lock()
 		for name, tp := range ps.topics {
-			if tp.refs == 0 && time.Since(tp.lastUsed) > topicIdle {
+			if tp.refs == 0 && tp.relay == nil && time.Since(tp.lastUsed) > topicIdle {
 				// Close fails while gossipsub still processes a canceled
 				// subscription; the topic is then tried again next round.
 				if err := tp.h.Close(); err == nil {
