@@ -142,7 +142,7 @@ type peerCheck struct {
 // topic always, and each subtree topic that a peer or a local Subscription
 // is subscribed to. A subtree topic nobody subscribes to would reach
 // nobody: gossipsub forwards only to subscribers, so skipping it saves a
-// signature and a message with no change in who receives what.
+// message with no change in who receives what.
 func (ps *PubSub) targets(p paths.Path) ([]*topic, error) {
 	now := time.Now()
 	ps.mu.Lock()

@@ -92,7 +92,7 @@ func (ps *PubSub) Subscribe(ctx context.Context, pattern paths.Pattern) (*Subscr
 }
 
 // Covering topics. A node is in the mesh of only the coarsest topics its
-// Subscriptions need (docs/pubsub.md#one-topic-per-publication-per-node):
+// Subscriptions need (docs/pubsub.md#covering-topics):
 // while one of them uses its root's subtree topic, that topic serves
 // every Subscription of the domain, and while one uses a node's subtree
 // topic, that topic serves every Subscription under the node path. A
