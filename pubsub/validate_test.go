@@ -13,6 +13,8 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	gossip "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -493,5 +495,49 @@ func TestOpenerCachesAndRetries(t *testing.T) {
 	}
 	if calls != 2 {
 		t.Fatalf("%d key agreements, want 2", calls)
+	}
+}
+
+// TestVerdictCache: a message accepted on one topic is accepted on another
+// that carries it without a second validation; the remembered verdict
+// does not let it onto a topic that does not carry it, nor outlive its
+// certificate and writecaps.
+func TestVerdictCache(t *testing.T) {
+	fx := newFixture(t)
+	topic := fx.p(t, "node", "sensors", "temp")
+	now := frozenNow
+	cfg := Config{Clock: func() time.Time { return now }}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	certs, _ := lru.New[[sha256.Size]byte, *caps.HostCert](certCacheSize)
+	verdicts, _ := lru.New[[sha256.Size]byte, verdict](verdictCacheSize)
+	ps := &PubSub{cfg: cfg, verifier: cfg.Verifier, certs: certs, verdicts: verdicts, log: cfg.Log, seen: newDedup(16)}
+	ps.subs.Store(new([]*Subscription))
+	data := fx.mustEncode(t, fx.envelope(topic))
+	validate := func(name string) gossip.ValidationResult {
+		m := &gossip.Message{Message: &pb.Message{Data: data, Topic: &name}, ReceivedFrom: fx.hostID}
+		m.ID = messageID(m.Message)
+		return ps.validate(context.Background(), fx.hostID, m)
+	}
+	steps := []struct {
+		name   string
+		topic  string
+		want   gossip.ValidationResult
+		cached uint64
+	}{
+		{"first copy", exactTopic(topic), gossip.ValidationAccept, 0},
+		{"copy on the node's subtree", subtreeTopic(fx.path), gossip.ValidationAccept, 1},
+		{"copy on the root's subtree", subtreeTopic(fx.p(t)), gossip.ValidationAccept, 2},
+		{"copy on a topic that does not carry it", exactTopic(fx.p(t, "node", "sensors")), gossip.ValidationReject, 2},
+	}
+	for _, s := range steps {
+		if got := validate(s.topic); got != s.want || ps.Stats().Cached != s.cached {
+			t.Fatalf("%s: %v with %d cached, want %v with %d", s.name, got, ps.Stats().Cached, s.want, s.cached)
+		}
+	}
+	now = fx.nodeCap.Expiry().Add(time.Hour) // past the node writecap's expiry
+	if got := validate(subtreeTopic(fx.p(t))); got != gossip.ValidationReject || ps.Stats().Cached != 2 {
+		t.Fatalf("after expiry: %v with %d cached, want a rejection without the cache", got, ps.Stats().Cached)
 	}
 }
