@@ -17,30 +17,35 @@
 // A pattern names its domain: a wildcard root ("/*/x") is refused with
 // ErrPattern.
 //
-// Each message says who sent it. The publisher signs it with its host key
-// (gossipsub's StrictSign) and carries its host certificate (node key →
-// host key), its node writecap (root → node key, for its node path) and,
-// when that one does not cover the topic, the writecap that does. Every
-// node that receives the message — subscriber or relay — runs the
-// validator before delivering or forwarding it: the certificate must
-// certify exactly the signing host, and both writecaps must be held by the
-// certificate's node key, be valid now, and cover the node path and the
-// topic. A refused message goes no further and costs its sender peer score
-// (gossipsub's P4): after three, a peer is graylisted and nothing it sends
-// is processed. So Message.From is the publisher's proven node path.
+// Each message says who sent it. The publisher signs it once with its
+// host key and it carries its host certificate (node key → host key), its
+// node writecap (root → node key, for its node path) and, when that one
+// does not cover the topic, the writecap that does. Every node that
+// receives the message — subscriber or relay — runs the validator before
+// delivering or forwarding it: the certificate must be valid now and its
+// host key must have made the message's signature, and both writecaps
+// must be held by the certificate's node key, be valid now, and cover the
+// node path and the topic. A refused message goes no further and costs
+// its sender peer score (gossipsub's P4): after three, a peer is
+// graylisted and nothing it sends is processed. So Message.From is the
+// publisher's proven node path.
 //
 // # Topics on gossipsub
 //
-// gossipsub topics are exact strings, so patterns are mapped onto them. A
-// publication to /r/a/b goes to its exact topic and to one "subtree" topic
-// per ancestor-or-self, the topic of the pattern "/r/a/b/...", then
-// "/r/a/...", then "/r/..."; a literal pattern subscribes to the exact
-// topic, a pattern with wildcards to the subtree topic of its literal
-// prefix, and filters with Pattern.Match. A subtree topic that no known
-// peer subscribes to is skipped (gossipsub would deliver it to nobody), so
-// a publication costs one gossipsub message plus one per subtree topic
-// someone listens to. A node that receives one publication by several
-// topics delivers it once: duplicates are dropped by (publisher, seq).
+// gossipsub topics are exact strings, so patterns are mapped onto them
+// (docs/pubsub.md#topic-mapping). A publication to /r/n/a/b goes to its
+// exact topic, to the subtree topic of its node path, the topic of the
+// pattern "/r/n/...", and to the subtree topic of its root, "/r/...": at
+// most three topics whatever its depth. A literal pattern subscribes to
+// the exact topic; a pattern with wildcards to the subtree topic of the
+// node path its literal prefix lies under (or of the root, when the
+// prefix is the root), and filters with Pattern.Match. A subtree topic
+// that no known peer subscribes to is skipped (gossipsub would deliver it
+// to nobody). The copies of one publication carry the same signed data:
+// the publisher signs once, and a receiver validates the first copy and
+// accepts the others by the data's hash. A node that receives one
+// publication by several topics delivers it once: duplicates are dropped
+// by (publisher, seq).
 //
 // # Delivery
 //
@@ -91,6 +96,6 @@
 // Config.MaxMessage (1 MiB by default); a confidential message has at
 // most MaxReaders readers. Validation, queues and caches are bounded:
 // gossipsub's validation and per-peer queues hold 256 entries, the
-// duplicate filter the last 65,536 publications, the certificate and key
-// caches 1,024 and 4,096 entries.
+// duplicate filter the last 65,536 publications, the certificate, verdict
+// and key caches 1,024, 4,096 and 4,096 entries.
 package pubsub

@@ -77,7 +77,7 @@ func (ps *PubSub) Publish(ctx context.Context, topic paths.Path, payload []byte,
 	} else {
 		env.data = bytes.Clone(payload) // local subscribers must not see later changes
 	}
-	data, err := env.encode()
+	data, err := env.sign(ps.id.HostKey)
 	if err != nil {
 		return fmt.Errorf("pubsub: publish %s: %w", topic, err)
 	}
@@ -109,11 +109,15 @@ func (ps *PubSub) writecapFor(topic paths.Path) (*caps.Writecap, error) {
 	if topic.IsZero() {
 		return nil, fmt.Errorf("pubsub: publish: no topic: %w", ErrDenied)
 	}
+	first := ps.verifier.VerifyHolder(ps.id.Writecap, ps.nodeID, topic)
+	if first == nil {
+		return ps.id.Writecap, nil
+	}
 	ps.mu.Lock()
-	ws := append([]*caps.Writecap{ps.id.Writecap}, ps.grants...)
+	grants := ps.grants // appended to, never modified in place
 	ps.mu.Unlock()
-	errs := make([]error, 0, len(ws))
-	for _, w := range ws {
+	errs := []error{first}
+	for _, w := range grants {
 		err := ps.verifier.VerifyHolder(w, ps.nodeID, topic)
 		if err == nil {
 			return w, nil
@@ -138,14 +142,21 @@ type peerCheck struct {
 // topic always, and each subtree topic that a peer or a local Subscription
 // is subscribed to. A subtree topic nobody subscribes to would reach
 // nobody: gossipsub forwards only to subscribers, so skipping it saves a
-// signature and a message with no change in who receives what.
+// message with no change in who receives what.
 func (ps *PubSub) targets(p paths.Path) ([]*topic, error) {
-	names := publishTopics(p)
 	now := time.Now()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.closed {
 		return nil, fmt.Errorf("pubsub: publish %s: %w", p, ErrClosed)
+	}
+	names, ok := ps.routes[p]
+	if !ok {
+		if len(ps.routes) >= maxRoutes {
+			clear(ps.routes)
+		}
+		names = publishTopics(p)
+		ps.routes[p] = names
 	}
 	out := make([]*topic, 0, len(names))
 	for i, name := range names {
@@ -162,14 +173,14 @@ func (ps *PubSub) targets(p paths.Path) ([]*topic, error) {
 	return out, nil
 }
 
-// hasSubscribersLocked reports whether name has a local Subscription or a
+// hasSubscribersLocked reports whether this node is in the mesh of name or a
 // peer known to subscribe to it. gossipsub answers through its event loop,
 // which a busy node may keep waiting for milliseconds, so only the first
 // question about a topic waits for the answer; later ones take the last
 // answer and, when it is older than peerCheckTTL, have it refreshed in the
 // background. Called with mu held.
 func (ps *PubSub) hasSubscribersLocked(name string, now time.Time) bool {
-	if tp, ok := ps.topics[name]; ok && tp.refs > 0 {
+	if tp, ok := ps.topics[name]; ok && tp.relay != nil {
 		return true
 	}
 	c, ok := ps.peerChecks[name]
@@ -194,5 +205,9 @@ func (ps *PubSub) hasSubscribersLocked(name string, now time.Time) bool {
 	return c.has
 }
 
-// maxPeerChecks bounds the remembered peerChecks.
-const maxPeerChecks = 4096
+// maxPeerChecks bounds the remembered peerChecks, and maxRoutes the
+// paths whose topic names are remembered.
+const (
+	maxPeerChecks = 4096
+	maxRoutes     = 4096
+)

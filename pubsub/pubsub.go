@@ -59,6 +59,9 @@ const (
 	queueSize = 256
 	// seenSize bounds the (publisher, seq) duplicate filter.
 	seenSize = 1 << 16
+	// verdictCacheSize bounds the accepted messages remembered by content,
+	// so that a publication's other copies are not validated again.
+	verdictCacheSize = 4096
 	// certCacheSize bounds the host certificates whose signature is cached.
 	certCacheSize = 1024
 	// unwrapQueue bounds the confidential messages waiting for their
@@ -101,7 +104,6 @@ type Config struct {
 
 	// Test hooks, settable only from this package's tests.
 	unchecked bool // Publish skips the writecap and size checks
-	rawTopics bool // the validator accepts topics outside TopicPrefix
 }
 
 // Validate fills in defaults and checks the values. It is idempotent.
@@ -143,6 +145,7 @@ type PubSub struct {
 	gs       *gossip.PubSub
 	verifier *caps.Verifier
 	certs    *lru.Cache[[sha256.Size]byte, *caps.HostCert] // signature checked
+	verdicts *lru.Cache[[sha256.Size]byte, verdict]        // accepted messages by data SHA-256
 	seen     *dedup
 	sealer   *sealer
 	opener   *opener
@@ -158,15 +161,17 @@ type PubSub struct {
 	subs    atomic.Pointer[[]*Subscription]
 	unwrapQ chan *inbound // confidential messages waiting for their key
 
-	// mu guards topics, peerChecks, grants and closed, orders changes of
+	// mu guards topics, routes, peerChecks, grants, closed and graceTimer, orders changes of
 	// subs, and orders wg.Add against Close's Wait. gossipsub is called
 	// with mu held, so nothing gossipsub calls back (validator, peer
 	// filter, score inspector) may take it.
 	mu         sync.Mutex
 	topics     map[string]*topic // joined gossipsub topics by name
+	routes     map[paths.Path][]string
 	peerChecks map[string]peerCheck
 	grants     []*caps.Writecap
 	closed     bool
+	graceTimer *time.Timer // runs reconcileLocked when a covered topic's grace ends
 
 	// scoresMu guards scores.
 	scoresMu sync.Mutex
@@ -182,8 +187,9 @@ type PubSub struct {
 type topic struct {
 	name     string
 	h        *gossip.Topic
-	relay    gossip.RelayCancelFunc // nil while no local Subscription uses it
+	relay    gossip.RelayCancelFunc // nil while this node is not in the topic's mesh
 	refs     int                    // local Subscriptions using it
+	leaveAt  time.Time              // when a relayed topic no longer needed is left (see reconcileLocked)
 	lastUsed time.Time              // last publication, for the sweeper
 }
 
@@ -208,10 +214,12 @@ func New(ctx context.Context, node *p2p.Node, id *p2p.Identity, cfg Config) (*Pu
 		return nil, fmt.Errorf("pubsub: new: identity's host key is not node %s's: %w", node.ID(), caps.ErrWrongHolder)
 	}
 	certs, _ := lru.New[[sha256.Size]byte, *caps.HostCert](certCacheSize)
+	verdicts, _ := lru.New[[sha256.Size]byte, verdict](verdictCacheSize)
 	ps := &PubSub{
 		node: node, id: id, self: self, nodeID: id.Cert.NodeID, cfg: cfg,
-		log: cfg.Log.With("subsystem", "pubsub"), verifier: cfg.Verifier, certs: certs,
-		seen: newDedup(seenSize), topics: make(map[string]*topic), peerChecks: make(map[string]peerCheck),
+		log: cfg.Log.With("subsystem", "pubsub"), verifier: cfg.Verifier, certs: certs, verdicts: verdicts,
+		routes: make(map[paths.Path][]string),
+		seen:   newDedup(seenSize), topics: make(map[string]*topic), peerChecks: make(map[string]peerCheck),
 		scores: make(map[peer.ID]float64), unwrapQ: make(chan *inbound, unwrapQueue),
 	}
 	ps.subs.Store(new([]*Subscription))
@@ -220,7 +228,11 @@ func New(ctx context.Context, node *p2p.Node, id *p2p.Identity, cfg Config) (*Pu
 	ps.seq.Store(uint64(time.Now().UnixNano()))
 	ps.ctx, ps.cancel = context.WithCancel(context.Background())
 	ps.gs, err = gossip.NewGossipSub(ps.ctx, node.Host(),
-		gossip.WithMessageSignaturePolicy(gossip.StrictSign),
+		// Each message carries its own signature by the publisher's host
+		// key, made once per publication however many topics carry it
+		// (docs/pubsub.md#wire-format): gossipsub's would be one per copy.
+		gossip.WithMessageSignaturePolicy(gossip.StrictNoSign),
+		gossip.WithMessageIdFn(messageID),
 		// gossipsub only: floodsub peers would get every message without
 		// the peer filter.
 		gossip.WithGossipSubProtocols(protocols, gossip.GossipSubDefaultFeatures),
@@ -313,6 +325,7 @@ type Stats struct {
 	Published  uint64 // successful Publish calls
 	Sent       uint64 // gossipsub messages those made (one per topic, docs/pubsub.md)
 	Received   uint64 // valid gossipsub messages on this node's topics, its own included (one per topic copy)
+	Cached     uint64 // of those, copies accepted by a remembered verdict, without a validation
 	Duplicates uint64 // of those, copies dropped by the (publisher, seq) filter
 	Delivered  uint64 // messages queued to Subscriptions (one per matching Subscription)
 	Dropped    uint64 // messages dropped because a Subscription's queue was full
@@ -322,13 +335,13 @@ type Stats struct {
 }
 
 type counters struct {
-	published, sent, received, duplicates, delivered, dropped, rejected, ignored, unreadable atomic.Uint64
+	published, sent, received, cached, duplicates, delivered, dropped, rejected, ignored, unreadable atomic.Uint64
 }
 
 // Stats returns the counters. Safe for concurrent use.
 func (ps *PubSub) Stats() Stats {
 	c := &ps.stats
-	return Stats{Published: c.published.Load(), Sent: c.sent.Load(), Received: c.received.Load(),
+	return Stats{Published: c.published.Load(), Sent: c.sent.Load(), Received: c.received.Load(), Cached: c.cached.Load(),
 		Duplicates: c.duplicates.Load(), Delivered: c.delivered.Load(), Dropped: c.dropped.Load(),
 		Rejected: c.rejected.Load(), Ignored: c.ignored.Load(), Unreadable: c.unreadable.Load()}
 }
@@ -346,7 +359,7 @@ func (ps *PubSub) sweep() {
 		}
 		ps.mu.Lock()
 		for name, tp := range ps.topics {
-			if tp.refs == 0 && time.Since(tp.lastUsed) > topicIdle {
+			if tp.refs == 0 && tp.relay == nil && time.Since(tp.lastUsed) > topicIdle {
 				// Close fails while gossipsub still processes a canceled
 				// subscription; the topic is then tried again next round.
 				if err := tp.h.Close(); err == nil {

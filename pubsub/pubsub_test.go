@@ -351,30 +351,33 @@ func TestConfidentialTopic(t *testing.T) {
 	}
 }
 
-// TestDuplicatesAcrossTopics: one publication travels on its exact topic
-// and on two subtree topics this node subscribes to; each Subscription
-// gets it once, and the extra copies are counted as duplicates.
-func TestDuplicatesAcrossTopics(t *testing.T) {
+// TestOverlappingPatterns: a node whose Subscriptions overlap (a literal
+// path, two under its node path, one under the root) ends up in the mesh
+// of the covering topic only, the root's subtree; each publication then
+// reaches it as one gossipsub message, delivered once to every
+// Subscription.
+func TestOverlappingPatterns(t *testing.T) {
 	d := nettest.NewDomain(t)
 	nodes := newTestNet(t, d, Config{}, names(2)...)
 	pub, sub := nodes[0], nodes[1]
 	topic := d.Path(t, "n00", "a", "b")
-	patterns := []string{"/n00/a/b", "/n00/a/...", "/n00/*/b", "/n00/..."} // exact, /n00/a/..., /n00/... twice
+	patterns := []string{"/n00/a/b", "/n00/a/...", "/n00/*/b", "/*/a/b"}
 	var subs []*Subscription
 	for _, p := range patterns {
 		subs = append(subs, subscribe(t, sub, d.Pattern(t, p)))
 	}
 	ready(t, pub, topic, subs...)
-	// The probes may all have come by the exact topic, before the
-	// publisher learnt of the subtree subscriptions: wait for those.
-	for _, name := range []string{subtreeTopic(d.Path(t, "n00", "a")), subtreeTopic(d.Path(t, "n00"))} {
-		nettest.WaitFor(t, 10*time.Second, "subscription to "+name, func() bool {
-			return slices.Contains(pub.ps.gs.ListPeers(name), sub.node.ID())
+	// After the grace, the subscriber is in the root subtree's mesh only,
+	// and the publisher knows it.
+	root := subtreeTopic(d.Path(t))
+	for _, name := range []string{exactTopic(topic), subtreeTopic(d.Path(t, "n00")), root} {
+		nettest.WaitFor(t, 10*time.Second+coverGrace, "membership of "+name, func() bool {
+			return slices.Contains(pub.ps.gs.ListPeers(name), sub.node.ID()) == (name == root)
 		})
 	}
 	pub.ps.forgetPeerChecks()
 	quiet(subs[0], 200*time.Millisecond) // probes in flight
-	before, pubBefore := sub.ps.Stats(), pub.ps.Stats()
+	before := sub.ps.Stats()
 	ctx := nettest.Context(t, 30*time.Second)
 	const k = 5
 	for i := range k {
@@ -395,15 +398,56 @@ func TestDuplicatesAcrossTopics(t *testing.T) {
 			t.Fatalf("%s: %d extra deliveries of %q", patterns[i], len(extra), extra[0].Payload)
 		}
 	}
-	after, pubAfter := sub.ps.Stats(), pub.ps.Stats()
-	if sent := pubAfter.Sent - pubBefore.Sent; sent != 3*k {
-		t.Errorf("publisher sent %d gossipsub messages for %d publications, want 3 each (exact, /n00/a/..., /n00/...)", sent, k)
+	after := sub.ps.Stats()
+	if got := after.Received - before.Received; got != k {
+		t.Errorf("subscriber node received %d copies of %d publications, want one each", got, k)
 	}
-	if got := after.Received - before.Received; got != 3*k {
-		t.Errorf("subscriber node received %d copies, want %d", got, 3*k)
+	// Cancelling the covering Subscription brings back the node subtree's
+	// and the exact topic's memberships, and nothing is missed meanwhile.
+	subs[3].Cancel()
+	for i := range k {
+		if err := pub.ps.Publish(ctx, topic, fmt.Appendf(nil, "after %d", i)); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range subs[:3] {
+			if m := recv(t, s, 10*time.Second); string(m.Payload) != fmt.Sprintf("after %d", i) {
+				t.Fatalf("%s: got %q", s.Pattern(), m.Payload)
+			}
+		}
 	}
-	if dups := after.Duplicates - before.Duplicates; dups != 2*k {
-		t.Errorf("%d duplicates dropped, want %d", dups, 2*k)
+	for _, name := range []string{exactTopic(topic), subtreeTopic(d.Path(t, "n00")), root} {
+		want := name == subtreeTopic(d.Path(t, "n00"))
+		nettest.WaitFor(t, 10*time.Second+coverGrace, "membership of "+name, func() bool {
+			return slices.Contains(pub.ps.gs.ListPeers(name), sub.node.ID()) == want
+		})
+	}
+}
+
+// TestDuplicatesAcrossTopics: copies of one publication (same publisher
+// and seq) that arrive by several topics are delivered once.
+func TestDuplicatesAcrossTopics(t *testing.T) {
+	d := nettest.NewDomain(t)
+	ps := newChecker(t, time.Now())
+	ps.seen = newDedup(16)
+	var subs []*Subscription
+	for _, p := range []string{"/n00/a/b", "/n00/..."} {
+		subs = append(subs, &Subscription{ps: ps, pattern: d.Pattern(t, p), ch: make(chan *Message, 8), done: make(chan struct{})})
+	}
+	ps.subs.Store(&subs)
+	in := &inbound{envelope: &envelope{topic: d.Path(t, "n00", "a", "b"), seq: 7, data: []byte("x")}, publisher: "host"}
+	for range 3 {
+		ps.deliver(in)
+	}
+	other := *in.envelope
+	other.seq++
+	ps.deliver(&inbound{envelope: &other, publisher: "host"})
+	for _, s := range subs {
+		if len(s.ch) != 2 {
+			t.Errorf("%s: %d deliveries, want 2", s.pattern, len(s.ch))
+		}
+	}
+	if st := ps.Stats(); st.Duplicates != 2 || st.Delivered != 4 {
+		t.Errorf("stats %+v, want 2 duplicates and 4 deliveries", st)
 	}
 }
 
@@ -425,11 +469,11 @@ func TestOversized(t *testing.T) {
 	}
 	env := validEnvelope(t, n, topic)
 	env.data = make([]byte, 4096)
-	data, err := env.encode()
+	data, err := env.sign(n.id.HostKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.ps.check(exactTopic(topic), n.node.ID(), data); !errors.Is(err, ErrTooLarge) {
+	if _, _, err := n.ps.check(exactTopic(topic), data); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("validator on an oversized message: got %v, want ErrTooLarge", err)
 	}
 	var readers []crypto.PubKey
@@ -462,7 +506,9 @@ func TestSubscribePatterns(t *testing.T) {
 		"/n00/...":   subtreeTopic(d.Path(t, "n00")),
 		"/*":         subtreeTopic(d.Path(t)),
 		"/n00/*/b":   subtreeTopic(d.Path(t, "n00")),
-		"/n00/a/*/c": subtreeTopic(d.Path(t, "n00", "a")),
+		"/n00/a/*/c": subtreeTopic(d.Path(t, "n00")), // subtrees below a node path share its topic
+		"/n00/a/...": subtreeTopic(d.Path(t, "n00")),
+		"/*/a/...":   subtreeTopic(d.Path(t)),
 	}
 	for p, want := range cases {
 		if got, err := subscribeTopic(d.Pattern(t, p)); err != nil || got != want {
@@ -475,36 +521,52 @@ func TestSubscribePatterns(t *testing.T) {
 // topics may carry it.
 func TestTopicMapping(t *testing.T) {
 	d := nettest.NewDomain(t)
+	for _, tc := range []struct {
+		path []string
+		want []string
+	}{
+		{nil, []string{exactTopic(d.Path(t)), subtreeTopic(d.Path(t))}},
+		{[]string{"a"}, []string{exactTopic(d.Path(t, "a")), subtreeTopic(d.Path(t, "a")), subtreeTopic(d.Path(t))}},
+		{[]string{"a", "b", "c", "d"}, []string{exactTopic(d.Path(t, "a", "b", "c", "d")), subtreeTopic(d.Path(t, "a")), subtreeTopic(d.Path(t))}},
+	} {
+		p := d.Path(t, tc.path...)
+		got := publishTopics(p)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Fatalf("publishTopics(%s) = %v, want %v", p, got, tc.want)
+		}
+		for _, name := range got {
+			if !topicCarries(name, p) {
+				t.Errorf("%s does not carry %s", name, p)
+			}
+			q, _, ok := parseTopic(name)
+			if !ok || !p.HasPrefix(q) {
+				t.Errorf("parseTopic(%q) = %s, %v", name, q, ok)
+			}
+		}
+	}
 	p := d.Path(t, "a", "b")
-	want := []string{exactTopic(p), subtreeTopic(p), subtreeTopic(d.Path(t, "a")), subtreeTopic(d.Path(t))}
-	got := publishTopics(p)
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("publishTopics(%s) = %v, want %v", p, got, want)
-	}
-	for _, name := range got {
-		if !topicCarries(name, p) {
-			t.Errorf("%s does not carry %s", name, p)
-		}
-		q, _, ok := parseTopic(name)
-		if !ok || !p.HasPrefix(q) {
-			t.Errorf("parseTopic(%q) = %s, %v", name, q, ok)
-		}
-	}
-	for _, name := range []string{exactTopic(d.Path(t, "a")), subtreeTopic(d.Path(t, "a", "b", "c")),
-		exactTopic(d.Path(t, "a", "b", "c")), subtreeTopic(d.Path(t, "ab")), "/blocktree/pubsub/1", "other",
+	for _, name := range []string{exactTopic(d.Path(t, "a")), subtreeTopic(d.Path(t, "a", "b")), subtreeTopic(d.Path(t, "a", "b", "c")),
+		exactTopic(d.Path(t, "a", "b", "c")), subtreeTopic(d.Path(t, "ab")), "/blocktree/pubsub/2", "other",
+		"/blocktree/pubsub/1" + p.String(), "/blocktree/pubsub/1" + d.Path(t).String() + "/...",
 		TopicPrefix + "/not-an-id/a", TopicPrefix + p.String() + "/", TopicPrefix + p.String() + "/*"} {
 		if topicCarries(name, p) {
 			t.Errorf("%q carries %s", name, p)
 		}
 	}
-	// Every pattern's topic carries every path the pattern matches.
-	for _, pt := range []string{"/a/b", "/a/...", "/*/b", "/a/*", "/...", "/*"} {
+	if _, _, ok := parseTopic(subtreeTopic(p)); ok {
+		t.Errorf("subtree topic of depth 2 %s parsed", subtreeTopic(p))
+	}
+	// Every pattern's topic carries every path the pattern matches, and
+	// is one a publication goes to.
+	for _, pt := range []string{"/a/b", "/a/...", "/*/b", "/a/*", "/...", "/*", "/a/b/...", "/a/*/c/..."} {
 		name, err := subscribeTopic(d.Pattern(t, pt))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Pattern(t, pt).Match(p) && !topicCarries(name, p) {
-			t.Errorf("%s matches %s but its topic %s does not carry it", pt, p, name)
+		for _, q := range []paths.Path{p, d.Path(t, "a", "b", "c", "d"), d.Path(t, "a"), d.Path(t)} {
+			if d.Pattern(t, pt).Match(q) && (!topicCarries(name, q) || !slices.Contains(publishTopics(q), name)) {
+				t.Errorf("%s matches %s but its topic %s does not carry it", pt, q, name)
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package pubsub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -76,20 +77,132 @@ func (ps *PubSub) Subscribe(ctx context.Context, pattern paths.Pattern) (*Subscr
 	if err != nil {
 		return nil, err
 	}
-	if tp.relay == nil {
-		if err := tp.h.SetScoreParams(topicScoreParams()); err != nil {
-			return nil, fmt.Errorf("pubsub: subscribe %s: score parameters: %w", pattern, err)
-		}
-		// Relay joins the topic's mesh without a gossipsub subscription:
-		// messages are delivered by the validator (see deliver).
-		if tp.relay, err = tp.h.Relay(); err != nil {
+	if tp.relay == nil && !ps.coveredLocked(name) {
+		if err := ps.relayLocked(tp); err != nil {
 			return nil, fmt.Errorf("pubsub: subscribe %s: %w", pattern, err)
 		}
 	}
 	tp.refs++
 	subs := append(slices.Clone(*ps.subs.Load()), s)
 	ps.subs.Store(&subs)
+	if err := ps.reconcileLocked(); err != nil {
+		ps.log.Warn("topic membership", "err", err)
+	}
 	return s, nil
+}
+
+// Covering topics. A node is in the mesh of only the coarsest topics its
+// Subscriptions need (docs/pubsub.md#covering-topics):
+// while one of them uses its root's subtree topic, that topic serves
+// every Subscription of the domain, and while one uses a node's subtree
+// topic, that topic serves every Subscription under the node path. A
+// covered topic is left coverGrace after its cover was joined (both
+// deliver meanwhile, duplicates dropped), so no message falls between the
+// two meshes; a cover that loses its last Subscription is kept as long
+// while the topics it covered are joined again.
+const coverGrace = 3 * time.Second
+
+// relayLocked joins tp's mesh: Relay is mesh membership without a
+// gossipsub subscription, since messages are delivered by the validator
+// (see deliver). Called with mu held.
+func (ps *PubSub) relayLocked(tp *topic) error {
+	if err := tp.h.SetScoreParams(topicScoreParams()); err != nil {
+		return fmt.Errorf("score parameters of %s: %w", tp.name, err)
+	}
+	relay, err := tp.h.Relay()
+	if err != nil {
+		return fmt.Errorf("relay %s: %w", tp.name, err)
+	}
+	tp.relay, tp.leaveAt = relay, time.Time{}
+	return nil
+}
+
+// covers returns the topics that would serve the Subscriptions of topic
+// name in its place: its root's subtree topic, then its node's.
+func covers(name string) (root, node string) {
+	p, subtree, ok := parseTopic(name)
+	if !ok || subtree && p.Depth() == 0 {
+		return "", ""
+	}
+	root = subtreeTopic(p.RootPath())
+	if !subtree && p.Depth() >= 1 {
+		node = subtreeTopic(ancestorAt(p, 1))
+	}
+	return root, node
+}
+
+// coveredLocked reports whether a topic with local Subscriptions serves
+// those of name. Called with mu held.
+func (ps *PubSub) coveredLocked(name string) bool {
+	root, node := covers(name)
+	for _, c := range []string{root, node} {
+		if tp, ok := ps.topics[c]; ok && c != "" && tp.refs > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// coversJoinedLocked reports whether name would serve the Subscriptions
+// of a topic whose mesh this node is in. Called with mu held.
+func (ps *PubSub) coversJoinedLocked(name string) bool {
+	for other, tp := range ps.topics {
+		if tp.relay == nil || other == name {
+			continue
+		}
+		if root, node := covers(other); root == name || node == name {
+			return true
+		}
+	}
+	return false
+}
+
+// reconcileLocked brings mesh membership in line with the Subscriptions:
+// every topic with Subscriptions that no other topic covers is relayed;
+// every other relayed topic is left, at once when no Subscription lost
+// anything by it, else after coverGrace. Called with mu held.
+func (ps *PubSub) reconcileLocked() error {
+	now := time.Now()
+	var errs []error
+	var later bool
+	// Join first, so that nothing is left before its replacement is in.
+	for name, tp := range ps.topics {
+		if tp.refs > 0 && !ps.coveredLocked(name) {
+			if tp.relay == nil {
+				if err := ps.relayLocked(tp); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			tp.leaveAt = time.Time{}
+		}
+	}
+	for name, tp := range ps.topics {
+		if tp.relay == nil || tp.refs > 0 && !ps.coveredLocked(name) {
+			continue
+		}
+		switch {
+		case tp.leaveAt.IsZero() && (tp.refs > 0 || ps.coversJoinedLocked(name)):
+			tp.leaveAt, later = now.Add(coverGrace), true
+		case tp.leaveAt.IsZero() || !now.Before(tp.leaveAt):
+			tp.relay()
+			tp.relay, tp.leaveAt, tp.lastUsed = nil, time.Time{}, now
+		default:
+			later = true
+		}
+	}
+	if later && ps.graceTimer == nil {
+		ps.graceTimer = time.AfterFunc(coverGrace+10*time.Millisecond, func() {
+			ps.mu.Lock()
+			defer ps.mu.Unlock()
+			ps.graceTimer = nil
+			if !ps.closed {
+				if err := ps.reconcileLocked(); err != nil {
+					ps.log.Warn("topic membership", "err", err)
+				}
+			}
+		})
+	}
+	return errors.Join(errs...)
 }
 
 // deliver queues a message the validator accepted to every matching
@@ -210,8 +323,8 @@ func (s *Subscription) end(err error) {
 }
 
 // unsubscribe removes s and leaves its gossipsub topic when s was the last
-// Subscription using it. The topic handle stays joined for publishing
-// until the sweeper closes it.
+// Subscription using it (see reconcileLocked). The topic handle stays
+// joined for publishing until the sweeper closes it.
 func (ps *PubSub) unsubscribe(s *Subscription) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
@@ -226,10 +339,9 @@ func (ps *PubSub) unsubscribe(s *Subscription) {
 	if tp == nil {
 		return
 	}
-	if tp.refs--; tp.refs == 0 && tp.relay != nil {
-		tp.relay()
-		tp.relay = nil
-		tp.lastUsed = time.Now()
+	tp.refs--
+	if err := ps.reconcileLocked(); err != nil {
+		ps.log.Warn("topic membership", "err", err)
 	}
 }
 

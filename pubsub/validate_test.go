@@ -13,6 +13,8 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	gossip "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -117,9 +119,25 @@ func (fx *fixture) envelope(topic paths.Path) *envelope {
 	return &envelope{topic: topic, seq: 42, from: fx.path, hostCert: fx.cert.Marshal(), nodeCap: fx.nodeCap.Marshal(), data: []byte("frozen")}
 }
 
-func mustEncode(t testing.TB, e *envelope) []byte {
+// mustEncode signs e with the fixture's host key and encodes it.
+func (fx *fixture) mustEncode(t testing.TB, e *envelope) []byte {
 	t.Helper()
-	b, err := e.encode()
+	return mustSign(t, fx.host, e)
+}
+
+func mustSign(t testing.TB, host crypto.PrivKey, e *envelope) []byte {
+	t.Helper()
+	b, err := e.sign(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// mustEncodeV1 encodes e as a version 1 message (no signature of its own).
+func mustEncodeV1(t testing.TB, e *envelope) []byte {
+	t.Helper()
+	b, err := e.body(1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,11 +151,10 @@ func TestCheck(t *testing.T) {
 	other := seedKey(t, 9)
 	evil := seedKey(t, 8)
 	otherHost := seedHostKey(t, 7)
-	otherHostID, _ := peer.IDFromPrivateKey(otherHost)
 	cases := []struct {
 		name    string
-		topic   string // gossipsub topic; default topic's exact one
-		from    peer.ID
+		topic   string         // gossipsub topic; default topic's exact one
+		signer  crypto.PrivKey // default the fixture's host key
 		edit    func(e *envelope)
 		raw     []byte // instead of the envelope
 		want    error  // nil: accepted
@@ -145,12 +162,27 @@ func TestCheck(t *testing.T) {
 	}{
 		{name: "valid"},
 		{name: "valid-on-subtree-of-root", topic: subtreeTopic(fx.p(t))},
-		{name: "valid-on-own-subtree", topic: subtreeTopic(topic)},
+		{name: "valid-on-subtree-of-node", topic: subtreeTopic(fx.path)},
+		{name: "subtree-below-node-path", topic: subtreeTopic(fx.p(t, "node", "sensors")), want: caps.ErrPathNotCovered},
+		{name: "own-subtree-below-node-path", topic: subtreeTopic(topic), want: caps.ErrPathNotCovered},
 		{name: "valid-empty-payload", edit: func(e *envelope) { e.data = nil }},
 		{name: "topic-not-carried", topic: exactTopic(fx.p(t, "node", "sensors")), want: caps.ErrPathNotCovered},
 		{name: "subtree-of-sibling", topic: subtreeTopic(fx.p(t, "node", "other")), want: caps.ErrPathNotCovered},
 		{name: "foreign-gossipsub-topic", topic: "chat", want: caps.ErrPathNotCovered},
-		{name: "signed-by-another-host", from: otherHostID, want: caps.ErrWrongHolder},
+		{name: "signed-by-another-host", signer: otherHost, want: caps.ErrBadSignature},
+		{name: "signature-of-another-message", raw: func() []byte {
+			a, b := fx.envelope(topic), fx.envelope(topic)
+			b.seq++
+			fx.mustEncode(t, a)
+			fx.mustEncode(t, b)
+			b.sig = a.sig
+			data, err := b.encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return data
+		}(), want: caps.ErrBadSignature},
+		{name: "version-1", raw: mustEncodeV1(t, fx.envelope(topic)), want: caps.ErrUnknownVersion},
 		{name: "from-another-node-path", edit: func(e *envelope) { e.from = fx.p(t, "other") }, want: caps.ErrPathNotCovered},
 		{name: "from-not-a-node-path", edit: func(e *envelope) { e.from = fx.p(t, "node", "x") }, want: caps.ErrMalformed},
 		{name: "topic-outside-writecap", topic: exactTopic(fx.p(t, "other", "x")), edit: func(e *envelope) { e.topic = fx.p(t, "other", "x") }, want: caps.ErrPathNotCovered},
@@ -211,13 +243,23 @@ func TestCheck(t *testing.T) {
 		{name: "sealed-short-ciphertext", edit: func(e *envelope) {
 			e.data, e.sealed = nil, &wireSealed{KeyID: make([]byte, KeyIDSize), CT: make([]byte, 15)}
 		}, want: caps.ErrMalformed},
-		{name: "version-2", raw: func() []byte {
-			b, _ := canon.Marshal(map[string]any{"v": 2, "topic": topic.String()})
+		{name: "version-3", raw: func() []byte {
+			b, _ := canon.Marshal(map[string]any{"v": 3, "topic": topic.String()})
 			return b
 		}(), want: caps.ErrUnknownVersion, ignored: true},
+		{name: "body-of-another-version", raw: func() []byte {
+			body := mustEncodeV1(t, fx.envelope(topic))
+			b, _ := canon.Marshal(&wireSigned{V: WireVersion, Body: body, Sig: make([]byte, 64)})
+			return b
+		}(), want: caps.ErrMalformed},
+		{name: "no-signature", raw: func() []byte {
+			body, _ := fx.envelope(topic).body(WireVersion)
+			b, _ := canon.Marshal(&wireSigned{V: WireVersion, Body: body})
+			return b
+		}(), want: caps.ErrMalformed},
 		{name: "garbage", raw: []byte("garbage"), want: caps.ErrMalformed},
 		{name: "empty", raw: []byte{}, want: caps.ErrMalformed},
-		{name: "trailing-byte", raw: append(mustEncode(t, fx.envelope(topic)), 0), want: caps.ErrMalformed},
+		{name: "trailing-byte", raw: append(fx.mustEncode(t, fx.envelope(topic)), 0), want: caps.ErrMalformed},
 		{name: "oversized", raw: make([]byte, DefaultMaxMessage+1), want: ErrTooLarge},
 	}
 	ps := newChecker(t, frozenNow)
@@ -229,17 +271,17 @@ func TestCheck(t *testing.T) {
 			}
 			data := c.raw
 			if data == nil {
-				data = mustEncode(t, e)
+				signer := c.signer
+				if signer == nil {
+					signer = fx.host
+				}
+				data = mustSign(t, signer, e)
 			}
 			name := c.topic
 			if name == "" {
 				name = exactTopic(topic)
 			}
-			from := c.from
-			if from == "" {
-				from = fx.hostID
-			}
-			in, err := ps.check(name, from, data)
+			in, _, err := ps.check(name, data)
 			if c.want == nil {
 				if err != nil {
 					t.Fatal(err)
@@ -268,19 +310,23 @@ func mustPath(t testing.TB, root paths.ID, comps ...string) paths.Path {
 	return p
 }
 
-// The frozen examples: a plain and a confidential version-1 message made
-// from the fixture's fixed keys at frozenNow. Every build must still read
-// and accept them. BT_WRITE_FROZEN=1 rewrites them (only ever for a new
-// format version).
+// The frozen examples: a plain and a confidential message of each format
+// version, made from the fixture's fixed keys at frozenNow. Every build
+// must still read them, and accept those of WireVersion; version 1
+// messages are read and refused (their signature was gossipsub's, outside
+// the data). BT_WRITE_FROZEN=1 writes the current version's (only ever for
+// a new format version).
 const (
-	frozenPlain  = "testdata/message-v1.cbor"
-	frozenSealed = "testdata/message-sealed-v1.cbor"
+	frozenPlainV1  = "testdata/message-v1.cbor"
+	frozenSealedV1 = "testdata/message-sealed-v1.cbor"
+	frozenPlain    = "testdata/message-v2.cbor"
+	frozenSealed   = "testdata/message-sealed-v2.cbor"
 )
 
 func TestFrozenMessages(t *testing.T) {
 	fx := newFixture(t)
 	topic := fx.p(t, "node", "sensors", "temp")
-	plain := mustEncode(t, fx.envelope(topic))
+	plain := fx.mustEncode(t, fx.envelope(topic))
 	if os.Getenv("BT_WRITE_FROZEN") == "1" {
 		e := fx.envelope(topic)
 		s := newSealer(newOpener(nettest.PrincipalID(t, fx.node.PublicKey()), nil, nil))
@@ -292,30 +338,30 @@ func TestFrozenMessages(t *testing.T) {
 		if err := os.WriteFile(frozenPlain, plain, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(frozenSealed, mustEncode(t, e), 0o644); err != nil {
+		if err := os.WriteFile(frozenSealed, fx.mustEncode(t, e), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ps := newChecker(t, frozenNow)
-	got, err := os.ReadFile(frozenPlain)
-	if err != nil {
-		t.Fatal(err)
+	read := func(name string) []byte {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
 	}
+	got := read(frozenPlain)
 	if !bytes.Equal(got, plain) {
 		t.Fatal("this build encodes the frozen plain message differently")
 	}
-	in, err := ps.check(exactTopic(topic), fx.hostID, got)
+	in, _, err := ps.check(exactTopic(topic), got)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.topic != topic || in.from != fx.path || in.seq != 42 || string(in.data) != "frozen" {
+	if in.topic != topic || in.from != fx.path || in.seq != 42 || string(in.data) != "frozen" || in.publisher != fx.hostID {
 		t.Fatalf("frozen plain message read as %+v", in.envelope)
 	}
-	sealed, err := os.ReadFile(frozenSealed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err = ps.check(subtreeTopic(fx.path), fx.hostID, sealed)
+	in, _, err = ps.check(subtreeTopic(fx.path), read(frozenSealed))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,6 +373,25 @@ func TestFrozenMessages(t *testing.T) {
 	nobody := newOpener(nettest.PrincipalID(t, fx.root.PublicKey()), fx.root.ECDH, ps.log)
 	if _, ok := nobody.open(context.Background(), in); ok {
 		t.Fatal("a non-reader opened the frozen sealed message")
+	}
+
+	// Version 1: read, encoded the same, refused.
+	v1 := read(frozenPlainV1)
+	if !bytes.Equal(v1, mustEncodeV1(t, fx.envelope(topic))) {
+		t.Fatal("this build encodes the frozen version 1 plain message differently")
+	}
+	for _, name := range []string{frozenPlainV1, frozenSealedV1} {
+		data := read(name)
+		env, err := decodeMessage(data, DefaultMaxMessage)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if env.version != 1 || env.topic != topic || env.from != fx.path || env.seq != 42 {
+			t.Fatalf("%s read as %+v", name, env)
+		}
+		if _, _, err := ps.check(exactTopic(topic), data); !errors.Is(err, caps.ErrUnknownVersion) || ignorable(err) {
+			t.Fatalf("%s: check: %v, want a penalised ErrUnknownVersion", name, err)
+		}
 	}
 }
 
@@ -344,7 +409,7 @@ func TestSealedHidesPayload(t *testing.T) {
 	}
 	e := fx.envelope(topic)
 	e.seq, e.data, e.sealed = 7, nil, sealed
-	data := mustEncode(t, e)
+	data := fx.mustEncode(t, e)
 	if bytes.Contains(data, []byte("secret!")) {
 		t.Fatal("plaintext in the encoding")
 	}
@@ -366,12 +431,11 @@ func TestSealedHidesPayload(t *testing.T) {
 }
 
 func FuzzDecodeMessage(f *testing.F) {
-	for _, name := range []string{frozenPlain, frozenSealed} {
+	for _, name := range []string{frozenPlain, frozenSealed, frozenPlainV1, frozenSealedV1} {
 		if b, err := os.ReadFile(name); err == nil {
 			f.Add(b)
 		}
 	}
-	fx := newFixture(f)
 	ps := newChecker(f, frozenNow)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		env, err := decodeMessage(data, DefaultMaxMessage)
@@ -386,15 +450,9 @@ func FuzzDecodeMessage(f *testing.F) {
 			t.Fatalf("decoded message re-encodes differently (%v)", err)
 		}
 		// The whole validator must not panic on anything decodable.
-		ps.check(exactTopic(env.topic), fx.hostID, data)
-		ps.check(subtreeTopic(env.topic.RootPath()), p2pID(fx), data)
+		ps.check(exactTopic(env.topic), data)
+		ps.check(subtreeTopic(env.topic.RootPath()), data)
 	})
-}
-
-// p2pID is a peer ID other than the fixture host's.
-func p2pID(fx *fixture) peer.ID {
-	id, _ := peer.IDFromPublicKey(fx.node.PublicKey())
-	return id
 }
 
 // TestOpenerCachesAndRetries: a topic key is unwrapped once; a key
@@ -437,5 +495,49 @@ func TestOpenerCachesAndRetries(t *testing.T) {
 	}
 	if calls != 2 {
 		t.Fatalf("%d key agreements, want 2", calls)
+	}
+}
+
+// TestVerdictCache: a message accepted on one topic is accepted on another
+// that carries it without a second validation; the remembered verdict
+// does not let it onto a topic that does not carry it, nor outlive its
+// certificate and writecaps.
+func TestVerdictCache(t *testing.T) {
+	fx := newFixture(t)
+	topic := fx.p(t, "node", "sensors", "temp")
+	now := frozenNow
+	cfg := Config{Clock: func() time.Time { return now }}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	certs, _ := lru.New[[sha256.Size]byte, *caps.HostCert](certCacheSize)
+	verdicts, _ := lru.New[[sha256.Size]byte, verdict](verdictCacheSize)
+	ps := &PubSub{cfg: cfg, verifier: cfg.Verifier, certs: certs, verdicts: verdicts, log: cfg.Log, seen: newDedup(16)}
+	ps.subs.Store(new([]*Subscription))
+	data := fx.mustEncode(t, fx.envelope(topic))
+	validate := func(name string) gossip.ValidationResult {
+		m := &gossip.Message{Message: &pb.Message{Data: data, Topic: &name}, ReceivedFrom: fx.hostID}
+		m.ID = messageID(m.Message)
+		return ps.validate(context.Background(), fx.hostID, m)
+	}
+	steps := []struct {
+		name   string
+		topic  string
+		want   gossip.ValidationResult
+		cached uint64
+	}{
+		{"first copy", exactTopic(topic), gossip.ValidationAccept, 0},
+		{"copy on the node's subtree", subtreeTopic(fx.path), gossip.ValidationAccept, 1},
+		{"copy on the root's subtree", subtreeTopic(fx.p(t)), gossip.ValidationAccept, 2},
+		{"copy on a topic that does not carry it", exactTopic(fx.p(t, "node", "sensors")), gossip.ValidationReject, 2},
+	}
+	for _, s := range steps {
+		if got := validate(s.topic); got != s.want || ps.Stats().Cached != s.cached {
+			t.Fatalf("%s: %v with %d cached, want %v with %d", s.name, got, ps.Stats().Cached, s.want, s.cached)
+		}
+	}
+	now = fx.nodeCap.Expiry().Add(time.Hour) // past the node writecap's expiry
+	if got := validate(subtreeTopic(fx.p(t))); got != gossip.ValidationReject || ps.Stats().Cached != 2 {
+		t.Fatalf("after expiry: %v with %d cached, want a rejection without the cache", got, ps.Stats().Cached)
 	}
 }

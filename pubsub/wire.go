@@ -1,17 +1,25 @@
 package pubsub
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/internal/canon"
 	"blocktree.dev/bt/paths"
 )
 
-// WireVersion is the message format version this build writes and the only
-// one it reads (docs/pubsub.md).
-const WireVersion = 1
+// WireVersion is the message format version this build writes and accepts
+// (docs/pubsub.md#wire-format). Version 1 messages, which relied on
+// gossipsub's per-message signature, are still decoded but refused.
+const WireVersion = 2
+
+// sigContext starts what a version 2 message's signature covers, so that
+// no other signature by a host key can pass for one.
+const sigContext = "blocktree pubsub message v2\x00"
 
 // Format limits.
 const (
@@ -24,10 +32,20 @@ const (
 	gcmTag = 16
 )
 
-// wireMessage is one publication as it travels in a gossipsub message's
-// data, version 1. Exactly one of Data and Sealed is set (Data may be
-// empty: then neither is present on the wire, which reads as an empty
-// plain payload).
+// wireSigned is one publication as it travels in a gossipsub message's
+// data, version 2: a body (a wireMessage with V 2) and the publisher host
+// key's signature over sigContext ‖ SHA-256(body). The signature is made
+// once per publication, however many gossipsub topics carry it.
+type wireSigned struct {
+	V    uint   `cbor:"v"`
+	Body []byte `cbor:"body"`
+	Sig  []byte `cbor:"sig"`
+}
+
+// wireMessage is a publication's fields: the body of a version 2 message,
+// or a whole version 1 message. Exactly one of Data and Sealed is set
+// (Data may be empty: then neither is present on the wire, which reads as
+// an empty plain payload).
 type wireMessage struct {
 	V        uint        `cbor:"v"`
 	Topic    string      `cbor:"topic"`    // canonical path
@@ -50,6 +68,10 @@ type wireSealed struct {
 
 // envelope is a decoded message: checked for form, not yet for authority.
 type envelope struct {
+	version uint              // WireVersion, or 1 for a message read but not accepted
+	sig     []byte            // version 2: the host key's signature of the body
+	sigHash [sha256.Size]byte // version 2: SHA-256 of the body, as signed
+
 	topic    paths.Path
 	seq      uint64
 	from     paths.Path
@@ -61,22 +83,51 @@ type envelope struct {
 }
 
 // decodeMessage parses an encoded message. It checks the encoding
-// (canonical, version 1, bounded), the paths, and the shape of a sealed
-// payload, but no certificate, writecap or signature: that is the
+// (canonical, version 2 or 1, bounded), the paths, and the shape of a
+// sealed payload, but no certificate, writecap or signature: that is the
 // validator's job. Errors wrap caps.ErrMalformed or caps.ErrUnknownVersion.
 func decodeMessage(data []byte, maxSize int) (*envelope, error) {
 	if len(data) > maxSize {
 		return nil, fmt.Errorf("message of %d bytes exceeds %d: %w", len(data), maxSize, ErrTooLarge)
 	}
-	var w wireMessage
-	if err := canon.Unmarshal(data, &w); err != nil {
-		if v, verr := canon.Version(data); verr == nil && v != WireVersion {
+	var outer wireSigned
+	if err := canon.Unmarshal(data, &outer); err != nil {
+		v, verr := canon.Version(data)
+		switch {
+		case verr == nil && v == 1:
+			return decodeBody(data, 1)
+		case verr == nil && v != WireVersion:
 			return nil, versionError(v)
 		}
 		return nil, fmt.Errorf("message: %w: %v", caps.ErrMalformed, err)
 	}
-	if w.V != WireVersion {
-		return nil, versionError(uint64(w.V))
+	if outer.V != WireVersion {
+		return nil, versionError(uint64(outer.V))
+	}
+	if len(outer.Sig) == 0 || len(outer.Sig) > maxSig {
+		return nil, fmt.Errorf("message signature of %d bytes: %w", len(outer.Sig), caps.ErrMalformed)
+	}
+	e, err := decodeBody(outer.Body, WireVersion)
+	if err != nil {
+		return nil, err
+	}
+	e.sig, e.sigHash = outer.Sig, sha256.Sum256(outer.Body)
+	return e, nil
+}
+
+// maxSig bounds a message signature: an Ed25519 one is 64 bytes, an ECDSA
+// one about 72, an RSA one up to 512.
+const maxSig = 1024
+
+// decodeBody parses a wireMessage of version v: a version 2 body or a
+// whole version 1 message.
+func decodeBody(data []byte, v uint) (*envelope, error) {
+	var w wireMessage
+	if err := canon.Unmarshal(data, &w); err != nil {
+		return nil, fmt.Errorf("message: %w: %v", caps.ErrMalformed, err)
+	}
+	if w.V != v {
+		return nil, fmt.Errorf("message body of version %d in a version %d message: %w", w.V, v, caps.ErrMalformed)
 	}
 	topic, err := paths.Parse(w.Topic)
 	if err != nil {
@@ -114,7 +165,7 @@ func decodeMessage(data []byte, maxSize int) (*envelope, error) {
 			}
 		}
 	}
-	return &envelope{topic: topic, seq: w.Seq, from: from, hostCert: w.HostCert, nodeCap: w.NodeCap, cap: w.Cap,
+	return &envelope{version: v, topic: topic, seq: w.Seq, from: from, hostCert: w.HostCert, nodeCap: w.NodeCap, cap: w.Cap,
 		data: w.Data, sealed: w.Sealed}, nil
 }
 
@@ -129,8 +180,41 @@ func versionError(v uint64) error {
 	return fmt.Errorf("message version %d: %w", v, caps.ErrUnknownVersion)
 }
 
-// encode returns the canonical encoding of e.
-func (e *envelope) encode() ([]byte, error) {
-	return canon.Marshal(&wireMessage{V: WireVersion, Topic: e.topic.String(), Seq: e.seq, From: e.from.String(),
+// body returns the canonical encoding of e's fields as a message of
+// version v.
+func (e *envelope) body(v uint) ([]byte, error) {
+	return canon.Marshal(&wireMessage{V: v, Topic: e.topic.String(), Seq: e.seq, From: e.from.String(),
 		HostCert: e.hostCert, NodeCap: e.nodeCap, Cap: e.cap, Data: e.data, Sealed: e.sealed})
+}
+
+// sign makes e a version 2 message signed by host and returns its
+// encoding.
+func (e *envelope) sign(host crypto.PrivKey) ([]byte, error) {
+	body, err := e.body(WireVersion)
+	if err != nil {
+		return nil, err
+	}
+	e.version, e.sigHash = WireVersion, sha256.Sum256(body)
+	if e.sig, err = host.Sign(signedBytes(e.sigHash)); err != nil {
+		return nil, fmt.Errorf("sign message: %w", err)
+	}
+	return canon.Marshal(&wireSigned{V: WireVersion, Body: body, Sig: e.sig})
+}
+
+// signedBytes is what a version 2 signature covers.
+func signedBytes(h [sha256.Size]byte) []byte {
+	return append([]byte(sigContext), h[:]...)
+}
+
+// encode returns the canonical encoding of e as decoded (its version and,
+// for version 2, its signature): decoding it gives e again.
+func (e *envelope) encode() ([]byte, error) {
+	if e.version == 1 {
+		return e.body(1)
+	}
+	body, err := e.body(WireVersion)
+	if err != nil {
+		return nil, err
+	}
+	return canon.Marshal(&wireSigned{V: WireVersion, Body: body, Sig: e.sig})
 }
