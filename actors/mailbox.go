@@ -17,7 +17,7 @@ type envelope struct {
 	// that answers it.
 	done func(result)
 	dl   time.Time // the sender's deadline, zero if none
-	rule  *rule       // the protocol rule that admitted it, nil without a protocol
+	rule *rule     // the protocol rule that admitted it, nil without a protocol
 }
 
 // isCall reports whether e waits for a result.
