@@ -78,6 +78,8 @@
 //	r, err := msg.New(node, msg.Config{})     // registers ProtocolID on node's host
 //	remove, err := r.Handle(path, handler)    // path: node.Path() or under it
 //	remove, err = r.HandleTree(prefix, h)     // every path under prefix
+//	remove, err = r.HandleTreeAsync(prefix, ah) // answered later, by done
+//	remove, err = r.HandleGroup(p, name, wc, h)  // a queue group's member
 //	reply, err := r.Call(ctx, to, body, size)
 //	r.Close()                                 // before node.Close()
 //
