@@ -132,11 +132,18 @@ func (n *node) remember(a fsys.Attr) {
 func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	ctx, cancel := n.m.meta(ctx)
 	defer cancel()
+	seq := n.m.inv.seq.Load()
 	a, err := n.m.fs.Lookup(ctx, n.ino, name)
 	if err != nil {
 		return nil, n.m.errno("lookup", err)
 	}
-	return n.m.child(ctx, n.EmbeddedInode(), a, out), 0
+	ch := n.m.child(ctx, n.EmbeddedInode(), a, out)
+	if !n.m.inv.fresh(seq) {
+		// Zero would mean the mount's default: one nanosecond is none.
+		out.SetEntryTimeout(time.Nanosecond)
+		out.SetAttrTimeout(time.Nanosecond)
+	}
+	return ch, 0
 }
 
 // Getattr implements fs.NodeGetattrer. A file that is open but no longer
@@ -145,6 +152,12 @@ func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
 	ctx, cancel := n.m.meta(ctx)
 	defer cancel()
+	seq := n.m.inv.seq.Load()
+	defer func() {
+		if !n.m.inv.fresh(seq) {
+			out.SetTimeout(time.Nanosecond)
+		}
+	}()
 	a, err := n.m.fs.Getattr(ctx, n.ino)
 	if err != nil {
 		errno := n.m.errno("getattr", err)

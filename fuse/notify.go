@@ -2,6 +2,8 @@ package fuse
 
 import (
 	"sync"
+	"sync/atomic"
+	"time"
 
 	gofuse "github.com/hanwen/go-fuse/v2/fuse"
 
@@ -20,12 +22,22 @@ const maxPending = 1 << 16
 // while it waits for fsys. Were the notifications sent from fsys's notify
 // goroutine, that request and fsys could wait for each other, so push only
 // queues, and one goroutine of ours (run) talks to the kernel.
+//
+// A reply the kernel gets after an invalidation of what it answers, but
+// computed from fsys before the change, would sit in the kernel's cache
+// for a whole timeout. Two things keep that from happening: seq counts
+// the invalidations pushed, and a request that saw it move while it asked
+// fsys answers with no cache time (fresh); and each invalidation is sent
+// a second time invalAgain later, which drops a reply that was computed
+// before the change but reached the kernel after the first one.
 type invalQueue struct {
 	wake chan struct{} // one token: the queue is not empty or closed
+	seq  atomic.Uint64 // invalidations pushed so far
 
 	// mu guards the fields below it.
 	mu      sync.Mutex
 	pending []fsys.Invalidation
+	again   []fsys.Invalidation        // sent once already: send once more
 	queued  map[fsys.Invalidation]bool // what pending holds, to drop duplicates
 	dropped int
 	closed  bool
@@ -39,6 +51,7 @@ func (q *invalQueue) init() {
 // push queues inv; it never blocks. It is the function given to
 // fsys.FS.Notify; after close it does nothing.
 func (q *invalQueue) push(inv fsys.Invalidation) {
+	q.seq.Add(1)
 	q.mu.Lock()
 	if q.closed || q.queued[inv] {
 		q.mu.Unlock()
@@ -58,10 +71,33 @@ func (q *invalQueue) push(inv fsys.Invalidation) {
 	}
 }
 
+// invalAgain is how long after an invalidation it is sent again.
+const invalAgain = 250 * time.Millisecond
+
+// fresh reports whether no invalidation was pushed since seq was read:
+// whether an answer computed meanwhile may be cached by the kernel.
+func (q *invalQueue) fresh(seq uint64) bool { return q.seq.Load() == seq }
+
+// pushAgain queues batch, sent once already, to be sent once more.
+func (q *invalQueue) pushAgain(batch []fsys.Invalidation) {
+	q.mu.Lock()
+	if q.closed || len(q.again) >= maxPending {
+		q.mu.Unlock()
+		return
+	}
+	q.again = append(q.again, batch...)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (q *invalQueue) close() {
 	q.mu.Lock()
 	q.closed = true
 	q.pending = nil
+	q.again = nil
 	clear(q.queued)
 	q.mu.Unlock()
 	select {
@@ -71,19 +107,20 @@ func (q *invalQueue) close() {
 }
 
 // take returns the pending invalidations, or closed.
-func (q *invalQueue) take() (batch []fsys.Invalidation, dropped int, closed bool) {
+func (q *invalQueue) take() (batch, again []fsys.Invalidation, dropped int, closed bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	batch, q.pending = q.pending, nil
+	again, q.again = q.again, nil
 	clear(q.queued)
 	dropped, q.dropped = q.dropped, 0
-	return batch, dropped, q.closed
+	return batch, again, dropped, q.closed
 }
 
 // run sends queued invalidations to the kernel until close.
 func (q *invalQueue) run(m *Mounted) {
 	for range q.wake {
-		batch, dropped, closed := q.take()
+		batch, again, dropped, closed := q.take()
 		if closed {
 			return
 		}
@@ -92,6 +129,12 @@ func (q *invalQueue) run(m *Mounted) {
 		}
 		for _, inv := range batch {
 			m.invalidate(inv)
+		}
+		for _, inv := range again {
+			m.invalidate(inv)
+		}
+		if len(batch) > 0 {
+			time.AfterFunc(invalAgain, func() { q.pushAgain(batch) })
 		}
 	}
 }
