@@ -148,7 +148,7 @@ type Router struct {
 	peers map[peer.ID]*peerGate
 
 	// lmu guards links: the sessions to other nodes, by node path.
-	lmu   sync.Mutex
+	lmu   sync.RWMutex
 	links map[paths.Path]*link
 
 	// smu guards inSessions: the inbound sessions of each peer.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -52,6 +53,8 @@ type link struct {
 	node paths.Path
 
 	// mu guards the fields below.
+	live atomic.Pointer[session] // sess, read without mu
+
 	mu       sync.Mutex
 	sess     *session // the live session, nil when none
 	opening  *opening // the open in progress, nil when none
@@ -67,9 +70,15 @@ type opening struct {
 }
 
 func (r *Router) link(node paths.Path) *link {
+	r.lmu.RLock()
+	l := r.links[node]
+	r.lmu.RUnlock()
+	if l != nil {
+		return l
+	}
 	r.lmu.Lock()
 	defer r.lmu.Unlock()
-	l := r.links[node]
+	l = r.links[node]
 	if l == nil {
 		l = &link{r: r, node: node}
 		r.links[node] = l
@@ -80,11 +89,15 @@ func (r *Router) link(node paths.Path) *link {
 // get returns the link's live session, opening one if need be, and waits
 // for it until ctx ends. errFallback: send one stream per message.
 func (l *link) get(ctx context.Context) (*session, error) {
+	if s := l.live.Load(); s != nil && !s.failed.Load() {
+		return s, nil
+	}
 	l.mu.Lock()
 	if s := l.sess; s != nil {
 		select {
 		case <-s.dead:
 			l.sess = nil
+			l.live.Store(nil)
 		default:
 			l.mu.Unlock()
 			return s, nil
@@ -127,6 +140,7 @@ func (l *link) open(op *opening) {
 	switch {
 	case err == nil:
 		l.sess = s
+		l.live.Store(s)
 	case errors.Is(err, errFallback):
 		l.fallback = time.Now().Add(fallbackFor)
 	}
@@ -225,6 +239,7 @@ type session struct {
 	w       welcome       // the windows granted
 	covered []paths.Path  // prefixes the hello's writecaps cover
 	dead    chan struct{} // closed by fail
+	failed  atomic.Bool   // set by fail, before dead is closed
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -296,6 +311,7 @@ func (s *session) fail(err error) {
 		return
 	}
 	s.err = err
+	s.failed.Store(true)
 	pending := s.pending
 	s.pending = nil
 	close(s.dead)
@@ -306,6 +322,7 @@ func (s *session) fail(err error) {
 	l.mu.Lock()
 	if l.sess == s {
 		l.sess = nil
+		l.live.Store(nil)
 	}
 	l.mu.Unlock()
 	lost := 0
@@ -333,8 +350,8 @@ func (s *session) fail(err error) {
 var errNoCredit = errors.New("no credit")
 
 // begin takes the credit for p in the session's windows, waiting until
-// ctx ends or dl (if not zero) passes; it returns p's ID.
-func (s *session) begin(ctx context.Context, dl time.Time, p *pending) (uint64, error) {
+// ctx ends or, if wait is not zero, wait has passed; it returns p's ID.
+func (s *session) begin(ctx context.Context, wait time.Duration, p *pending) (uint64, error) {
 	var timeout <-chan time.Time
 	for {
 		s.mu.Lock()
@@ -358,8 +375,8 @@ func (s *session) begin(ctx context.Context, dl time.Time, p *pending) (uint64, 
 		}
 		room := s.room
 		s.mu.Unlock()
-		if timeout == nil && !dl.IsZero() {
-			t := time.NewTimer(time.Until(dl))
+		if timeout == nil && wait > 0 {
+			t := time.NewTimer(wait)
 			defer t.Stop()
 			timeout = t.C
 		}
@@ -574,9 +591,9 @@ func (s *session) deliver(x *exchange, typ byte) ([]byte, error) {
 	}
 	// A send without a deadline waits for credit for at most idleTimeout:
 	// a receiver that takes nothing for that long is stuck.
-	var wait time.Time
+	var wait time.Duration
 	if typ == frameSend && x.dl.IsZero() {
-		wait = time.Now().Add(idleTimeout)
+		wait = idleTimeout
 	}
 	id, err := s.begin(x.ctx, wait, p)
 	if err != nil {

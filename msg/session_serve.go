@@ -434,13 +434,15 @@ func (in *inSession) forwarded(q *sreq, to paths.Path, perr error) (Handler, pat
 // ackBatch.
 func (in *inSession) drain(t *target) {
 	acks := make([]uint64, 0, ackBatch)
+	var bytes int64 // of the sends in acks
+	var batch []*inReq
 	yielded := false
 	for {
 		in.mu.Lock()
 		if len(t.queue) == 0 && len(acks) > 0 {
 			in.mu.Unlock()
-			in.ack(t, acks)
-			acks = acks[:0]
+			in.ack(t, acks, bytes)
+			acks, bytes = acks[:0], 0
 			continue
 		}
 		if len(t.queue) == 0 && !yielded && !in.failed {
@@ -460,18 +462,23 @@ func (in *inSession) drain(t *target) {
 			return
 		}
 		yielded = false
-		q := t.queue[0]
-		t.queue[0] = nil
-		t.queue = t.queue[1:]
-		if len(t.queue) == 0 {
-			t.queue = nil
-		}
+		// Take every queued send at once; the two slices swap, so that
+		// neither is allocated again.
+		batch, t.queue = t.queue, batch[:0]
 		in.mu.Unlock()
-		id := q.id // serve recycles q
-		if in.serve(q) {
-			if acks = append(acks, id); len(acks) == ackBatch {
-				in.ack(t, acks)
-				acks = acks[:0]
+		for i, q := range batch {
+			batch[i] = nil
+			if in.ctx.Err() != nil { // the session failed: drop the rest, as fail does
+				putBuf(q.payload)
+				continue
+			}
+			id, size := q.id, int64(len(*q.payload)) // serve recycles q
+			if in.serve(q) {
+				bytes += size
+				if acks = append(acks, id); len(acks) == ackBatch {
+					in.ack(t, acks, bytes)
+					acks, bytes = acks[:0], 0
+				}
 			}
 		}
 	}
@@ -479,9 +486,10 @@ func (in *inSession) drain(t *target) {
 
 // ack gives back the credit of sends to t whose handlers returned and
 // acknowledges them in one frame.
-func (in *inSession) ack(t *target, ids []uint64) {
+func (in *inSession) ack(t *target, ids []uint64, bytes int64) {
 	in.mu.Lock()
 	in.inflight -= len(ids)
+	in.bytes -= bytes
 	t.n -= len(ids)
 	in.mu.Unlock()
 	b, err := in.wr.begin()
@@ -534,10 +542,7 @@ func (in *inSession) serve(q *inReq) (ack bool) {
 		if herr != nil {
 			r.log.Debug("handler failed on a sent message", "to", q.to, "from", q.from, "err", herr)
 		}
-		in.mu.Lock()
-		in.bytes -= size
-		in.mu.Unlock()
-		return true
+		return true // the caller gives back its credit and bytes with the ack
 	}
 	k, why, reply := in.answer(ctx, q.to, reply, herr)
 	in.finish(q.typ, q.id, q.to, size, k, why, reply)
