@@ -124,6 +124,7 @@ type Router struct {
 	node     *p2p.Node
 	host     host.Host
 	self     paths.Path
+	domain   paths.Path // self's root path
 	cfg      Config
 	log      *slog.Logger
 	verifier *caps.Verifier
@@ -229,7 +230,7 @@ func New(node *p2p.Node, cfg Config) (*Router, error) {
 		return nil, err
 	}
 	r := &Router{
-		node: node, host: node.Host(), self: node.Path(), cfg: cfg,
+		node: node, host: node.Host(), self: node.Path(), domain: node.Path().RootPath(), cfg: cfg,
 		log: cfg.Log.With("subsystem", "msg"), verifier: cfg.Verifier,
 		inbound:     make(chan struct{}, cfg.MaxInbound),
 		handlers:    make(map[paths.Path]*endpoint),
@@ -560,8 +561,9 @@ func (r *Router) run(ctx context.Context, h Handler, m *Message) (reply []byte, 
 // nodeOf returns the node path of p, its first two components
 // /<root>/<node>, and false for a bare root path.
 func nodeOf(p paths.Path) (paths.Path, bool) {
-	if p.Depth() < 1 {
+	q, ok := p.Ancestor(1)
+	if !ok || q.Depth() < 1 { // a root path is its own Ancestor(1)
 		return paths.Path{}, false
 	}
-	return p.Ancestor(1)
+	return q, true
 }

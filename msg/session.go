@@ -669,7 +669,7 @@ func (s *session) abandon(id uint64) {
 // covers reports whether the hello's writecaps cover to (or none is
 // needed, in this node's domain).
 func (s *session) covers(to paths.Path) bool {
-	if to.Root() == s.l.r.self.Root() {
+	if to.HasPrefix(s.l.r.domain) {
 		return true
 	}
 	for _, p := range s.covered {
