@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"blocktree.dev/bt/msg"
 	"blocktree.dev/bt/paths"
 )
@@ -57,6 +59,40 @@ func targetOf(to paths.Path) (node, target paths.Path, err error) {
 	return node, target, nil
 }
 
+// pathCacheSize bounds the caches of targetOf and actorOf: a node talks to
+// the same actors again and again, and building a path costs more than
+// looking it up.
+const pathCacheSize = 4096
+
+type nodeTarget struct{ node, target paths.Path }
+
+var targets, _ = lru.New[paths.Path, nodeTarget](pathCacheSize)
+
+// cachedTargetOf is targetOf through a process-wide cache.
+func cachedTargetOf(to paths.Path) (node, target paths.Path, err error) {
+	if nt, ok := targets.Get(to); ok {
+		return nt.node, nt.target, nil
+	}
+	node, target, err = targetOf(to)
+	if err == nil {
+		targets.Add(to, nodeTarget{node, target})
+	}
+	return node, target, err
+}
+
+// cachedActorOf is actorOf under this runtime's endpoint, through its
+// cache.
+func (r *Runtime) cachedActorOf(target paths.Path) (paths.Path, bool) {
+	if p, ok := r.actorPaths.Get(target); ok {
+		return p, true
+	}
+	p, ok := actorOf(r.ep, target)
+	if ok {
+		r.actorPaths.Add(target, p)
+	}
+	return p, ok
+}
+
 // actorOf is targetOf backwards: the actor path that the msg path target,
 // under this node's endpoint ep, stands for.
 func actorOf(ep, target paths.Path) (paths.Path, bool) {
@@ -98,7 +134,7 @@ func (r *Runtime) remoteSend(ctx context.Context, from, to paths.Path, m any) er
 	if r.router == nil {
 		return fmt.Errorf("actors: send %s: a local-only runtime (no router): %w", to, ErrRemote)
 	}
-	node, target, err := targetOf(to)
+	node, target, err := cachedTargetOf(to)
 	if err != nil {
 		return fmt.Errorf("actors: send %s: %w", to, err)
 	}
@@ -123,7 +159,7 @@ func (r *Runtime) remoteCall(ctx context.Context, from, to paths.Path, m any) (a
 	if r.router == nil {
 		return nil, fmt.Errorf("actors: call %s: a local-only runtime (no router): %w", to, ErrRemote)
 	}
-	node, target, err := targetOf(to)
+	node, target, err := cachedTargetOf(to)
 	if err != nil {
 		return nil, fmt.Errorf("actors: call %s: %w", to, err)
 	}
@@ -271,7 +307,7 @@ func (r *Runtime) serveActor(ctx context.Context, m *msg.Message) ([]byte, error
 // decodeRequest decodes a remote request: the actor it is for, its
 // sender and its message.
 func (r *Runtime) decodeRequest(m *msg.Message) (to, from paths.Path, v any, err error) {
-	to, ok := actorOf(r.ep, m.To)
+	to, ok := r.cachedActorOf(m.To)
 	if !ok {
 		return to, from, nil, fmt.Errorf("%s names no actor of node %s: %w", m.To, r.self, ErrNoActor)
 	}

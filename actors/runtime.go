@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"blocktree.dev/bt/caps"
 	"blocktree.dev/bt/internal/lifecycle"
 	"blocktree.dev/bt/msg"
@@ -75,12 +77,14 @@ func WithGrants(ws ...*caps.Writecap) Option {
 // Close (or by ending Serve's ctx). All methods are safe for concurrent
 // use.
 type Runtime struct {
-	self   paths.Path  // the node path
-	ep     paths.Path  // the runtime's endpoint, self/.actors
-	router *msg.Router // nil for a local-only runtime
-	cfg    config
-	log    *slog.Logger
-	types  *typeRegistry
+	self paths.Path // the node path
+	ep   paths.Path // the runtime's endpoint, self/.actors
+	// actorPaths caches the actor paths of msg targets under ep.
+	actorPaths *lru.Cache[paths.Path, paths.Path]
+	router     *msg.Router // nil for a local-only runtime
+	cfg        config
+	log        *slog.Logger
+	types      *typeRegistry
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -134,6 +138,7 @@ func New(node paths.Path, router *msg.Router, opts ...Option) (*Runtime, error) 
 	if err != nil {
 		return nil, fmt.Errorf("actors: new: %w", err)
 	}
+	r.actorPaths, _ = lru.New[paths.Path, paths.Path](pathCacheSize)
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.mon.init()
 	r.recent.init(DefaultRecentExits)

@@ -193,21 +193,42 @@ type AsyncHandler func(ctx context.Context, m *Message, done func(reply []byte, 
 // syncHandler is a Handler that calls a and waits for its done.
 func syncHandler(a AsyncHandler) Handler {
 	return func(ctx context.Context, m *Message) ([]byte, error) {
-		type result struct {
-			reply []byte
-			err   error
+		w := &waiter{}
+		a(ctx, m, w.done)
+		w.mu.Lock()
+		if w.finished { // done was called before a returned: no channel
+			w.mu.Unlock()
+			return w.reply, w.err
 		}
-		ch := make(chan result, 1)
-		var once sync.Once
-		a(ctx, m, func(reply []byte, err error) {
-			once.Do(func() { ch <- result{reply, err} })
-		})
+		w.ch = make(chan struct{})
+		w.mu.Unlock()
 		select {
-		case res := <-ch:
-			return res.reply, res.err
+		case <-w.ch:
+			return w.reply, w.err
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+	}
+}
+
+// waiter takes an AsyncHandler's answer for syncHandler.
+type waiter struct {
+	mu       sync.Mutex
+	finished bool
+	reply    []byte
+	err      error
+	ch       chan struct{} // closed by done once someone waits
+}
+
+func (w *waiter) done(reply []byte, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.finished {
+		return
+	}
+	w.finished, w.reply, w.err = true, reply, err
+	if w.ch != nil {
+		close(w.ch)
 	}
 }
 
