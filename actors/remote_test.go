@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,20 +179,6 @@ func TestPubSub(t *testing.T) {
 	}
 }
 
-// pipelinedSend reports whether msg.Router's Send is the pipelined one
-// with credit per target path (it came with SendConfirmed): only with it
-// does a full remote mailbox push back on the senders to that actor
-// alone. Before it, each Send was confirmed on a stream of its own and
-// returned as soon as the receiver had started its handler, so the
-// handlers waiting for a full mailbox piled up to the receiver's
-// msg.Config.MaxInbound, for every actor of the node.
-func pipelinedSend() bool {
-	_, ok := any((*msg.Router)(nil)).(interface {
-		SendConfirmed(context.Context, paths.Path, io.Reader, int64) error
-	})
-	return ok
-}
-
 // gate is an actor that answers Ping after <-release (or its stop) and
 // counts what it handled.
 func gate(release <-chan struct{}, handled *atomic.Int64) Actor {
@@ -342,9 +327,6 @@ func TestRemoteSlowActor(t *testing.T) {
 // same node's other actor keeps receiving from the same sender; and
 // nothing accepted before is lost.
 func TestRemotePushBack(t *testing.T) {
-	if !pipelinedSend() {
-		t.Skip("msg.Router.Send has no credit per target path yet (no SendConfirmed): a full remote mailbox cannot push back on its senders alone")
-	}
 	d := nettest.NewDomain(t)
 	a, b := pair(t, d)
 	ctx := nettest.Context(t, 60*time.Second)
@@ -432,9 +414,6 @@ func TestRemotePushBack(t *testing.T) {
 // TestRemoteOrder: tells from one node to one actor arrive in the order
 // they were sent, interleaved with tells to another actor.
 func TestRemoteOrder(t *testing.T) {
-	if !pipelinedSend() {
-		t.Skip("msg.Router.Send does not yet hand one target's messages to its handler one at a time, in order (no SendConfirmed)")
-	}
 	d := nettest.NewDomain(t)
 	a, b := pair(t, d)
 	ctx := nettest.Context(t, 60*time.Second)

@@ -105,22 +105,9 @@ func (r *Router) serve(s network.Stream) {
 		_ = s.Close() // tells the sender the handler is done with the body
 		return
 	}
-	resp := response{Kind: kindOK, Size: int64(len(reply))}
-	var rf *refusal
-	switch {
-	case errors.As(herr, &rf):
-		resp = response{Kind: rf.k, Msg: rf.err.Error()}
-	case herr != nil && ctx.Err() != nil && errors.Is(herr, context.DeadlineExceeded):
-		resp = response{Kind: kindDeadline, Msg: fmt.Sprintf("the handler at %s did not answer before the deadline", q.To)}
-	case herr != nil:
-		resp = response{Kind: kindHandler, Msg: herr.Error()}
-	case resp.Size > r.cfg.MaxMessage:
-		resp = response{Kind: kindTooLarge, Msg: fmt.Sprintf("the handler at %s replied %d bytes, over the limit of %d (Config.MaxMessage)", q.To, resp.Size, r.cfg.MaxMessage)}
-	}
-	if resp.Kind != kindOK {
-		reply = nil
-	}
-	if err := r.respond(s, q.Deadline, &resp, reply); err != nil {
+	k, why, answered := r.answer(ctx, q.To, reply, herr)
+	resp := response{Kind: k, Msg: why, Size: int64(len(answered))}
+	if err := r.respond(s, q.Deadline, &resp, answered); err != nil {
 		r.log.Debug("cannot send reply", "to", q.To, "from", from, "err", err)
 		_ = s.Reset()
 		return
@@ -129,7 +116,11 @@ func (r *Router) serve(s network.Stream) {
 }
 
 // queue waits, at most queueWait, for a turn to run a handler.
-func (r *Router) queue() error {
+func (r *Router) queue() error { return r.queueFor(r.ctx) }
+
+// queueFor waits, at most queueWait and until ctx ends, for a turn to run
+// a handler: ErrBusy when none came, ErrClosed when the Router closed.
+func (r *Router) queueFor(ctx context.Context) error {
 	select {
 	case r.inbound <- struct{}{}:
 		return nil
@@ -142,9 +133,33 @@ func (r *Router) queue() error {
 		return nil
 	case <-t.C:
 		return ErrBusy
-	case <-r.ctx.Done():
-		return ErrClosed
+	case <-ctx.Done():
+		if r.ctx.Err() != nil {
+			return ErrClosed
+		}
+		return ctx.Err()
 	}
+}
+
+// answer is how a call whose handler returned reply and herr is answered:
+// a kind, its message, and the reply for kind OK.
+func (r *Router) answer(ctx context.Context, to paths.Path, reply []byte, herr error) (kind, string, []byte) {
+	k, why := kindOK, ""
+	var rf *refusal
+	switch {
+	case errors.As(herr, &rf):
+		k, why = rf.k, rf.err.Error()
+	case herr != nil && ctx.Err() != nil && errors.Is(herr, context.DeadlineExceeded):
+		k, why = kindDeadline, fmt.Sprintf("the handler at %s did not answer before the deadline", to)
+	case herr != nil:
+		k, why = kindHandler, herr.Error()
+	case int64(len(reply)) > r.cfg.MaxMessage:
+		k, why = kindTooLarge, fmt.Sprintf("the handler at %s replied %d bytes, over the limit of %d (Config.MaxMessage)", to, len(reply), r.cfg.MaxMessage)
+	}
+	if k != kindOK {
+		reply = nil
+	}
+	return k, why, reply
 }
 
 // admit authorises a request from peer remote: it returns the sender's

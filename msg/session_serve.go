@@ -511,7 +511,7 @@ func (in *inSession) serve(q *inReq) (ack bool) {
 		ctx, cancel = context.WithDeadline(ctx, q.dl)
 		defer cancel()
 	}
-	if err := in.turn(ctx); err != nil {
+	if err := in.r.queueFor(ctx); err != nil {
 		putBuf(q.payload)
 		k, why := kindBusy, fmt.Sprintf("node %s is running %d handlers (its MaxInbound); retry later", r.self, r.cfg.MaxInbound)
 		switch {
@@ -544,29 +544,9 @@ func (in *inSession) serve(q *inReq) (ack bool) {
 		}
 		return true // the caller gives back its credit and bytes with the ack
 	}
-	k, why, reply := in.answer(ctx, q.to, reply, herr)
+	k, why, reply := in.r.answer(ctx, q.to, reply, herr)
 	in.finish(q.typ, q.id, q.to, size, k, why, reply)
 	return false
-}
-
-// answer is how a call whose handler returned reply and herr is answered.
-func (in *inSession) answer(ctx context.Context, to paths.Path, reply []byte, herr error) (kind, string, []byte) {
-	k, why := kindOK, ""
-	var rf *refusal
-	switch {
-	case errors.As(herr, &rf):
-		k, why = rf.k, rf.err.Error()
-	case herr != nil && ctx.Err() != nil && errors.Is(herr, context.DeadlineExceeded):
-		k, why = kindDeadline, fmt.Sprintf("the handler at %s did not answer before the deadline", to)
-	case herr != nil:
-		k, why = kindHandler, herr.Error()
-	case int64(len(reply)) > in.r.cfg.MaxMessage:
-		k, why = kindTooLarge, fmt.Sprintf("the handler at %s replied %d bytes, over the limit of %d (Config.MaxMessage)", to, len(reply), in.r.cfg.MaxMessage)
-	}
-	if k != kindOK {
-		reply = nil
-	}
-	return k, why, reply
 }
 
 // callInline runs a call's AsyncHandler on the session's reader, with the
@@ -582,7 +562,7 @@ func (in *inSession) callInline(h AsyncHandler, q *sreq, to paths.Path, dl time.
 	var once sync.Once
 	done := func(reply []byte, herr error) {
 		once.Do(func() {
-			k, why, reply := in.answer(ctx, to, reply, herr)
+			k, why, reply := in.r.answer(ctx, to, reply, herr)
 			in.finish(frameCall, id, to, size, k, why, reply)
 		})
 	}
@@ -598,29 +578,6 @@ func (in *inSession) callInline(h AsyncHandler, q *sreq, to paths.Path, dl time.
 		h(ctx, &mb.m, done)
 	}()
 	mb.body.close()
-}
-
-// turn waits for one of MaxInbound turns, until ctx ends or queueWait.
-func (in *inSession) turn(ctx context.Context) error {
-	r := in.r
-	select {
-	case r.inbound <- struct{}{}:
-		return nil
-	default:
-	}
-	t := time.NewTimer(queueWait)
-	defer t.Stop()
-	select {
-	case r.inbound <- struct{}{}:
-		return nil
-	case <-t.C:
-		return ErrBusy
-	case <-ctx.Done():
-		if r.ctx.Err() != nil {
-			return ErrClosed
-		}
-		return ctx.Err()
-	}
 }
 
 // accept tells a confirmed send's sender that its handler has started.
