@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"blocktree.dev/bt/internal/nettest"
+	"blocktree.dev/bt/paths"
 )
 
 // seqPayload is a send's payload: its sequence number.
@@ -56,14 +57,21 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func TestSendsKeepOrder(t *testing.T) {
-	d := nettest.NewDomain(t)
-	a, b := pair(t, d, Config{}, Config{})
-	p := mustJoin(t, b.node.Path(), "seq")
-	var rc seqRecorder
+// seqPair starts two nodes, the second with a seqRecorder at its path
+// seq.
+func seqPair(t *testing.T) (a, b *testNode, p paths.Path, rc *seqRecorder) {
+	t.Helper()
+	a, b = pair(t, nettest.NewDomain(t), Config{}, Config{})
+	p = mustJoin(t, b.node.Path(), "seq")
+	rc = &seqRecorder{}
 	if _, err := b.Handle(p, rc.handle); err != nil {
 		t.Fatal(err)
 	}
+	return a, b, p, rc
+}
+
+func TestSendsKeepOrder(t *testing.T) {
+	a, _, p, rc := seqPair(t)
 	ctx := nettest.Context(t, 30*time.Second)
 	const n = 3000
 	for i := range uint64(n) {
@@ -188,36 +196,41 @@ func TestLargeMessageDoesNotDelaySmallCalls(t *testing.T) {
 		idle = append(idle, call())
 	}
 	const size = 64 << 20
-	done := make(chan error, 1)
-	go func() {
-		reply, err := a.Call(ctx, sink, &patternReader{n: size}, size)
-		if err == nil && binary.BigEndian.Uint64(reply) != size {
-			err = errors.New("the sink got a cut payload")
-		}
-		done <- err
-	}()
+	// Small calls while a 64 MiB message is in flight; as many transfers
+	// as it takes (at most 5) to time 50 of them.
 	var busy []time.Duration
-	for len(busy) < 2000 {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
+	for range 5 {
+		done := make(chan error, 1)
+		go func() {
+			reply, err := a.Call(ctx, sink, &patternReader{n: size}, size)
+			if err == nil && binary.BigEndian.Uint64(reply) != size {
+				err = errors.New("the sink got a cut payload")
 			}
-			done = nil
-		default:
+			done <- err
+		}()
+		var err error
+	inFlight:
+		for len(busy) < 2000 {
+			select {
+			case err = <-done:
+				done = nil
+				break inFlight
+			default:
+			}
+			busy = append(busy, call())
 		}
-		if done == nil {
-			break
+		if done != nil {
+			err = <-done
 		}
-		busy = append(busy, call())
-	}
-	if done != nil {
-		if err := <-done; err != nil {
+		if err != nil {
 			t.Fatal(err)
+		}
+		if len(busy) >= 50 {
+			break
 		}
 	}
 	if len(busy) < 5 {
-		t.Skipf("the 64 MiB transfer ended after %d small calls: too fast to tell", len(busy))
+		t.Fatalf("only %d small calls fit into five 64 MiB transfers: calls wait for the transfer to end", len(busy))
 	}
 	mi, mb := median(idle), median(busy)
 	t.Logf("64 B call median: %v idle, %v during a 64 MiB transfer (%d calls)", mi, mb, len(busy))
@@ -258,13 +271,7 @@ func TestSendReportedLater(t *testing.T) {
 }
 
 func TestSessionLostMidBatch(t *testing.T) {
-	d := nettest.NewDomain(t)
-	a, b := pair(t, d, Config{}, Config{})
-	p := mustJoin(t, b.node.Path(), "seq")
-	var rc seqRecorder
-	if _, err := b.Handle(p, rc.handle); err != nil {
-		t.Fatal(err)
-	}
+	a, b, p, rc := seqPair(t)
 	ctx := nettest.Context(t, 60*time.Second)
 	const n = 20000
 	failed, reported := 0, 0
